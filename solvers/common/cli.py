@@ -1,0 +1,32 @@
+"""Shared command-line plumbing: one-line errors and exit codes for every Gust CLI.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad input (argparse or a ValueError from a config
+constructor, or an output that exists without ``--overwrite``), 3 the run stopped on a physics
+failure (blow-up) after keeping what it had written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 3
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (``prog: error: ...``) with exit code 2, no usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def fail(prog: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
+    """Print a one-line error on stderr and return the exit code."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """Parse ``a,b,c`` into a tuple of stripped, non-empty names."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())

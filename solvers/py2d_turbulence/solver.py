@@ -1,0 +1,503 @@
+"""Run configuration and driver of the 2D turbulence solver: config → initial state → jitted chunks → HDF5.
+
+The physics lives in ``py2d_core`` (operators, equation) and ``schemes`` (step functions); this
+module only wires them together:
+
+- :class:`Py2DConfig` is the one frozen, validated description of a run (the CLI, tests and the
+  output file's ``config`` attribute all use it);
+- :func:`make_simulation` builds the equation, the scheme's ``step`` and the jitted chunk function
+  that advances ``save_every`` steps for all trajectories at once (``vmap``), collecting diagnostics
+  every ``diag_every`` steps inside a ``lax.scan`` (no host synchronisation per step);
+- :func:`run` writes every chunk through ``solvers.common.hdf5_utils`` and commits it, so a killed
+  run keeps every completed frame and ``resume=True`` continues bit-for-bit.
+
+Ensembles (``n_trajectories`` = M) are laid out over the visible devices with a ``NamedSharding``
+of the trajectory axis; trajectory m starts from ``fold_in(PRNGKey(seed), m)`` whatever M is, so an
+ensemble member equals the same trajectory run alone. Samples are stored time-major: sample
+i = frame·M + m.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time as walltime
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ..common import hdf5_utils
+from . import initial_conditions
+from .py2d_core import (
+    LENGTH,
+    Py2DEquation,
+    SpectralGrid,
+    cfl_number,
+    energy,
+    enstrophy,
+    omega2psi,
+    palinstrophy,
+    psi2uv,
+    to_physical,
+    to_spectral,
+)
+from .schemes import SCHEMES, State
+
+FIELDS = ("omega", "psi", "u", "v")
+DIAGNOSTICS = ("energy", "enstrophy", "palinstrophy", "energy_injection", "cfl", "max_abs_omega")
+IC_KINDS = ("random", "taylor_green")
+PRECISIONS = ("float32", "float64")
+SOLVER_NAME = "solvers.py2d_turbulence"
+SEED_DERIVATION = "trajectory m starts from jax.random.fold_in(jax.random.PRNGKey(seed), m)"
+
+
+class BlowUpError(RuntimeError):
+    """A non-finite value appeared during the run; every earlier frame is kept in the file."""
+
+
+def _steps(value: float, dt: float, name: str, allow_zero: bool = False) -> int:
+    """``value`` as an integer number of time steps, or a one-line ValueError."""
+    ratio = value / dt
+    n = round(ratio)
+    if abs(ratio - n) > 1e-9 * max(1.0, abs(ratio)) or n < (0 if allow_zero else 1):
+        raise ValueError(f"--{name} must be a positive multiple of --dt={dt:g} (got {value:g} = {ratio:.6g} steps)")
+    return n
+
+
+@dataclass(frozen=True)
+class Py2DConfig:
+    """Every setting of a run. Validated on construction: a bad value raises a one-line ValueError."""
+
+    NX: int = 128
+    Re: float = 1000.0
+    dt: float = 5e-4
+    t_total: float = 5.0
+    save_interval: float = 0.1
+    spinup_time: float = 0.0
+    fkx: int = 4
+    fky: int = 0
+    alpha: float = 0.1
+    beta: float = 0.0
+    ic: str = "random"
+    ic_kpeak: float = 10.0
+    ic_file: str | None = None
+    ic_sample: int = 0
+    seed: int = 0
+    scheme: str = "ab2cn"
+    precision: str = "float64"
+    fields: tuple[str, ...] = ("omega",)
+    n_trajectories: int = 1
+    diag_every: int = 0  # steps between diagnostics; 0 = automatic (about 10 per saved frame)
+
+    def __post_init__(self):
+        if not isinstance(self.NX, int) or self.NX < 8 or self.NX % 2:
+            raise ValueError(f"--NX must be an even integer >= 8 for the 2/3 dealiasing rule (got {self.NX}); try 128")
+        if not self.Re > 0:
+            raise ValueError(f"--Re must be > 0 (got {self.Re:g})")
+        if not self.dt > 0:
+            raise ValueError(f"--dt must be > 0 (got {self.dt:g})")
+        if not self.t_total > 0:
+            raise ValueError(f"--t_total must be > 0 (got {self.t_total:g})")
+        if not self.save_interval > 0:
+            raise ValueError(f"--save_interval must be > 0 (got {self.save_interval:g})")
+        save_every = _steps(self.save_interval, self.dt, "save_interval")
+        _steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
+        n = self.t_total / self.save_interval
+        if abs(n - round(n)) > 1e-9 * max(1.0, n):
+            raise ValueError(
+                f"--t_total must be a multiple of --save_interval={self.save_interval:g} (got {self.t_total:g})"
+            )
+        if self.alpha < 0:
+            raise ValueError(f"--alpha must be >= 0 (got {self.alpha:g})")
+        kmax = (self.NX - 1) // 3
+        for name in ("fkx", "fky"):
+            k = getattr(self, name)
+            if not isinstance(k, int) or not 0 <= k <= kmax:
+                raise ValueError(f"--{name} must be an integer in [0, {kmax}] (resolved at --NX {self.NX}; got {k})")
+        if self.ic not in IC_KINDS:
+            raise ValueError(f"--ic must be one of {', '.join(IC_KINDS)} (got {self.ic!r})")
+        if not self.ic_kpeak > 0:
+            raise ValueError(f"--ic_kpeak must be > 0 (got {self.ic_kpeak:g})")
+        if self.ic_sample < 0:
+            raise ValueError(f"--ic_sample must be >= 0 (got {self.ic_sample})")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0 (got {self.seed})")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"--scheme must be one of {', '.join(SCHEMES)} (got {self.scheme!r})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if not self.fields:
+            raise ValueError(f"--fields must name at least one of {', '.join(FIELDS)}")
+        for f in self.fields:
+            if f not in FIELDS:
+                raise ValueError(f"--fields: unknown field {f!r}; allowed: {', '.join(FIELDS)}")
+        if len(set(self.fields)) != len(self.fields):
+            raise ValueError(f"--fields lists a field twice (got {','.join(self.fields)})")
+        if not isinstance(self.n_trajectories, int) or self.n_trajectories < 1:
+            raise ValueError(f"--n_trajectories must be >= 1 (got {self.n_trajectories})")
+        if self.n_trajectories > 1 and (self.ic_file is not None or self.ic == "taylor_green"):
+            what = "--ic_file" if self.ic_file is not None else "--ic taylor_green"
+            raise ValueError(
+                f"{what} gives one deterministic initial field, so the {self.n_trajectories} trajectories "
+                "would be identical; use --ic random or --n_trajectories 1"
+            )
+        if self.diag_every < 0 or (self.diag_every and save_every % self.diag_every):
+            raise ValueError(
+                f"--diag_every must divide the {save_every} steps between saved frames (got {self.diag_every})"
+            )
+
+    # --- derived quantities -----------------------------------------------------------------
+    @property
+    def save_every(self) -> int:
+        return _steps(self.save_interval, self.dt, "save_interval")
+
+    @property
+    def spinup_steps(self) -> int:
+        return _steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
+
+    @property
+    def n_frames(self) -> int:
+        """Saved frames per trajectory: t = spinup_time + k·save_interval, k = 0 … t_total/save_interval."""
+        return round(self.t_total / self.save_interval) + 1
+
+    @property
+    def diag_interval_steps(self) -> int:
+        if self.diag_every:
+            return self.diag_every
+        divisors = [d for d in range(1, self.save_every + 1) if self.save_every % d == 0]
+        return max(d for d in divisors if d <= max(1, self.save_every // 10))
+
+    @property
+    def dtype(self):
+        return jnp.float64 if self.precision == "float64" else jnp.float32
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def output_name(self) -> str:
+        ic = Path(self.ic_file).stem if self.ic_file else self.ic
+        return (
+            f"py2d_Re{self.Re:g}_N{self.NX}_fkx{self.fkx}_fky{self.fky}_alpha{self.alpha:g}_beta{self.beta:g}"
+            f"_dt{self.dt:g}_{self.scheme}_{self.precision}_{ic}_seed{self.seed}_M{self.n_trajectories}.h5"
+        )
+
+
+# ------------------------------------------------------------------------------------ building blocks
+
+
+def make_equation(cfg: Py2DConfig) -> Py2DEquation:
+    grid = SpectralGrid(cfg.NX, dtype=cfg.dtype)
+    return Py2DEquation(grid, re=cfg.Re, alpha=cfg.alpha, beta=cfg.beta, fkx=cfg.fkx, fky=cfg.fky)
+
+
+def initial_vorticity(cfg: Py2DConfig, trajectory: int) -> np.ndarray:
+    """The (NX, NX) float64 initial vorticity of one trajectory."""
+    if cfg.ic_file is not None:
+        return initial_conditions.from_file(cfg.ic_file, cfg.NX, cfg.ic_sample)
+    if cfg.ic == "taylor_green":
+        return initial_conditions.taylor_green(cfg.NX)
+    return initial_conditions.random_field(cfg.NX, cfg.seed, trajectory, cfg.ic_kpeak)
+
+
+def output_fields(omega_hat, eq: Py2DEquation, names: tuple[str, ...]) -> dict[str, jnp.ndarray]:
+    """Physical float32 fields (y, x) from the spectral vorticity."""
+    grid = eq.grid
+    psi_hat = omega2psi(omega_hat, grid)
+    u_hat, v_hat = psi2uv(psi_hat, grid)
+    spectral = {"omega": omega_hat, "psi": psi_hat, "u": u_hat, "v": v_hat}
+    stacked = to_physical(jnp.stack([spectral[n] for n in names], axis=-3), grid.n)
+    return {n: stacked[..., i, :, :].astype(jnp.float32) for i, n in enumerate(names)}
+
+
+def diagnostics(omega_hat, eq: Py2DEquation, dt: float) -> jnp.ndarray:
+    """The DIAGNOSTICS of one state, stacked on the last axis."""
+    grid = eq.grid
+    w = to_physical(omega_hat, grid.n)
+    return jnp.stack(
+        [
+            energy(omega_hat, grid),
+            enstrophy(omega_hat, grid),
+            palinstrophy(omega_hat, grid),
+            eq.energy_injection(omega_hat),
+            cfl_number(omega_hat, grid, dt),
+            jnp.max(jnp.abs(w), axis=(-2, -1)),
+        ],
+        axis=-1,
+    )
+
+
+def repeated(step: Callable[[State], State], n: int) -> Callable[[State], State]:
+    """``step`` applied ``n`` times inside a ``lax.fori_loop``."""
+    return lambda s: jax.lax.fori_loop(0, n, lambda _, x: step(x), s)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """What a run needs, built once: equation, scheme step and the jitted ensemble functions."""
+
+    cfg: Py2DConfig
+    eq: Py2DEquation
+    step: Callable[[State], State]
+    init: Callable  # (M, ny, nx) physical float64 → batched State
+    chunk: Callable  # State → (State, fields dict (M, ny, nx) float32, diagnostics (k, M, n_diag), finite (M,))
+    advance: Callable  # (State, n_steps) → State, for the spin-up
+    frame: Callable  # State → fields dict
+    sharding: NamedSharding
+
+    def place(self, state: State) -> State:
+        """Lay a batched state out over the devices along the trajectory axis."""
+        return jax.device_put(state, self.sharding)
+
+
+def trajectory_sharding(n_trajectories: int) -> NamedSharding:
+    """Shard the trajectory axis over as many visible devices as divide M."""
+    devices = jax.devices()
+    n_use = math.gcd(n_trajectories, len(devices))
+    mesh = Mesh(np.array(devices[:n_use]), ("traj",))
+    return NamedSharding(mesh, PartitionSpec("traj"))
+
+
+def make_simulation(cfg: Py2DConfig) -> Simulation:
+    """Build the equation and the jitted functions. Call inside ``jax.enable_x64(cfg.precision == 'float64')``."""
+    eq = make_equation(cfg)
+    scheme = SCHEMES[cfg.scheme]
+    step = scheme.make_step(eq, cfg.dt)
+    n_diag = cfg.save_every // cfg.diag_interval_steps
+    inner = repeated(step, cfg.diag_interval_steps)
+    cdtype = eq.forcing_hat.dtype
+
+    def init_one(omega):
+        return scheme.init_state(eq, to_spectral(omega.astype(cfg.dtype)).astype(cdtype))
+
+    def chunk_one(state: State):
+        def body(s, _):
+            s = inner(s)
+            return s, diagnostics(s.omega_hat, eq, cfg.dt)
+
+        state, diags = jax.lax.scan(body, state, None, length=n_diag)
+        finite = jnp.all(jnp.isfinite(state.omega_hat.real) & jnp.isfinite(state.omega_hat.imag))
+        return state, output_fields(state.omega_hat, eq, cfg.fields), diags, finite
+
+    def advance_one(state: State, n_steps):
+        return jax.lax.fori_loop(0, n_steps, lambda _, s: step(s), state)
+
+    sharding = trajectory_sharding(cfg.n_trajectories)
+    chunk = jax.jit(jax.vmap(chunk_one, out_axes=(0, 0, 1, 0)))
+    return Simulation(
+        cfg=cfg,
+        eq=eq,
+        step=step,
+        init=jax.jit(jax.vmap(init_one)),
+        chunk=chunk,
+        advance=jax.jit(jax.vmap(advance_one, in_axes=(0, None))),
+        frame=jax.jit(jax.vmap(lambda s: output_fields(s.omega_hat, eq, cfg.fields))),
+        sharding=sharding,
+    )
+
+
+def initial_state(sim: Simulation) -> State:
+    cfg = sim.cfg
+    omega0 = np.stack([initial_vorticity(cfg, m) for m in range(cfg.n_trajectories)])
+    return sim.place(sim.init(jnp.asarray(omega0, dtype=cfg.dtype)))
+
+
+def check_initial_cfl(sim: Simulation, state: State) -> float:
+    """Largest initial CFL over the ensemble; ValueError if it exceeds the scheme's limit."""
+    cfg = sim.cfg
+    cfl = float(jnp.max(cfl_number(state.omega_hat, sim.eq.grid, cfg.dt)))
+    limit = SCHEMES[cfg.scheme].cfl_limit
+    if cfl > limit:
+        raise ValueError(
+            f"initial CFL {cfl:.3g} exceeds the {cfg.scheme} limit {limit:g}; use --dt <= {cfg.dt * limit / cfl:.3g}"
+        )
+    return cfl
+
+
+# ------------------------------------------------------------------------------------ output file
+
+
+def _state_spec(cfg: Py2DConfig) -> dict:
+    m, n = cfg.n_trajectories, cfg.NX
+    cdtype = np.complex128 if cfg.precision == "float64" else np.complex64
+    return {
+        "omega_hat": ((m, n, n // 2 + 1), np.dtype(cdtype)),
+        "history": ((m, n, n // 2 + 1), np.dtype(cdtype)),
+        "step": ((m,), np.dtype(np.int32)),
+    }
+
+
+def file_attrs(cfg: Py2DConfig, argv: list[str] | None) -> dict:
+    attrs = {
+        "solver": SOLVER_NAME,
+        "equation": "dω/dt + u·∇ω = (1/Re)∇²ω − αω − f + βv, ∇²ψ = −ω, u = ∂ψ/∂y, v = −∂ψ/∂x, "
+        "f = fkx cos(fkx x) + fky cos(fky y), domain [0, 2π)²",
+        "config": cfg.to_json(),
+        "Re": float(cfg.Re),
+        "nu": 1.0 / cfg.Re,
+        "alpha": float(cfg.alpha),
+        "beta": float(cfg.beta),
+        "fkx": int(cfg.fkx),
+        "fky": int(cfg.fky),
+        "NX": int(cfg.NX),
+        "dt": float(cfg.dt),
+        "save_interval": float(cfg.save_interval),
+        "spinup_time": float(cfg.spinup_time),
+        "t_total": float(cfg.t_total),
+        "scheme": cfg.scheme,
+        "scheme_citation": SCHEMES[cfg.scheme].citation,
+        "dealiasing": "2/3 rule (square truncation, 3|k_i| < N)",
+        "ic": "file" if cfg.ic_file else cfg.ic,
+        "seed": int(cfg.seed),
+        "seed_derivation": SEED_DERIVATION,
+        "precision": cfg.precision,
+        "n_trajectories": int(cfg.n_trajectories),
+        "sample_order": "time-major: sample i = frame * n_trajectories + trajectory",
+    }
+    attrs.update(hdf5_utils.provenance(argv))
+    return attrs
+
+
+def _open_output(cfg: Py2DConfig, path: Path, *, overwrite: bool, resume: bool, argv):
+    """Return (writer, resumed). Refuses to touch an existing file unless asked."""
+    if resume and path.exists():
+        writer = hdf5_utils.open_for_resume(path)
+        stored = json.loads(writer.attrs.get("config", "{}"))
+        if stored != json.loads(cfg.to_json()):
+            diff = sorted(
+                k for k in set(stored) | set(dataclasses.asdict(cfg)) if stored.get(k) != getattr(cfg, k, None)
+            )
+            writer.close()
+            raise ValueError(
+                f"--resume: {path} was written with different settings ({', '.join(diff)}); rerun with those"
+            )
+        return writer, True
+    x = np.asarray(initial_conditions.coordinates(cfg.NX))
+    grid = hdf5_utils.Grid(x=x, y=x, bc_x="periodic", bc_y="periodic", length_x=LENGTH, length_y=LENGTH)
+    writer = hdf5_utils.create_writer(
+        path,
+        fields=cfg.fields,
+        shape=(cfg.NX, cfg.NX),
+        n_samples=cfg.n_frames * cfg.n_trajectories,
+        grid=grid,
+        diagnostics=DIAGNOSTICS,
+        n_diag=(cfg.n_frames - 1) * (cfg.save_every // cfg.diag_interval_steps),
+        n_trajectories=cfg.n_trajectories,
+        state_spec=_state_spec(cfg),
+        attrs=file_attrs(cfg, argv),
+        overwrite=overwrite,
+    )
+    return writer, False
+
+
+def _host(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _write_frame(writer, cfg: Py2DConfig, frame: int, fields: dict, state: State) -> None:
+    m = cfg.n_trajectories
+    step = cfg.spinup_steps + frame * cfg.save_every
+    writer.write_samples(
+        fields,
+        time=np.full(m, step * cfg.dt),
+        trajectory=np.arange(m, dtype=np.int64),
+        step=np.full(m, step, dtype=np.int64),
+    )
+    host = _host(state)
+    writer.write_state({"omega_hat": host.omega_hat, "history": host.history, "step": host.step}, step, step * cfg.dt)
+
+
+# ------------------------------------------------------------------------------------ the driver
+
+
+def run(
+    cfg: Py2DConfig,
+    output_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    argv: list[str] | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> Path:
+    """Run the simulation described by ``cfg`` into ``output_dir``; return the output path.
+
+    Raises ValueError for bad settings (before anything is written), FileExistsError for an
+    existing output without ``overwrite``/``resume``, and BlowUpError when the solution becomes
+    non-finite (the file then holds every good frame and says why it stopped).
+    """
+    from tqdm import tqdm
+
+    output_dir = Path(output_dir)
+    path = output_dir / cfg.output_name()
+    with jax.enable_x64(cfg.precision == "float64"):
+        sim = make_simulation(cfg)
+        fresh = initial_state(sim)
+        cfl0 = check_initial_cfl(sim, fresh)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        writer, resumed = _open_output(cfg, path, overwrite=overwrite, resume=resume, argv=argv)
+        m = cfg.n_trajectories
+        try:
+            if resumed:
+                if writer.n_samples_written % m:
+                    raise hdf5_utils.GustFormatError(f"{path}: committed samples not a multiple of {m} trajectories")
+                arrays, _, _ = writer.read_state()
+                state = sim.place(
+                    State(jnp.asarray(arrays["omega_hat"]), jnp.asarray(arrays["history"]), jnp.asarray(arrays["step"]))
+                )
+                start = writer.n_samples_written // m
+                log(f"resuming {path} at frame {start}/{cfg.n_frames} (t = {int(arrays['step'][0]) * cfg.dt:g})")
+            else:
+                state = fresh
+                log(f"writing {path}  (initial CFL {cfl0:.3f}, {len(jax.devices())} device(s))")
+                if cfg.spinup_steps:
+                    state = sim.advance(state, cfg.spinup_steps)
+                _write_frame(writer, cfg, 0, _host(sim.frame(state)), state)
+                writer.commit()
+                start = 1
+
+            bar = tqdm(
+                total=cfg.n_frames - 1,
+                initial=start - 1,
+                unit="frame",
+                disable=not progress,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+            with bar:
+                for frame in range(start, cfg.n_frames):
+                    t0 = walltime.perf_counter()
+                    new_state, fields, diags, finite = sim.chunk(state)
+                    finite = np.asarray(finite)
+                    if not finite.all():
+                        bad = int(np.argmin(finite))
+                        t_bad = (cfg.spinup_steps + frame * cfg.save_every) * cfg.dt
+                        msg = (
+                            f"blow-up: non-finite vorticity in trajectory {bad} by t = {t_bad:g}; "
+                            f"kept {frame} good frames; reduce --dt or raise --NX"
+                        )
+                        writer.finalize(complete=False, stop_reason=msg)
+                        raise BlowUpError(msg)
+                    diags = np.asarray(diags, dtype=np.float64)
+                    rows = diags.shape[0]
+                    first = cfg.spinup_steps + (frame - 1) * cfg.save_every
+                    t_diag = (first + cfg.diag_interval_steps * np.arange(1, rows + 1)) * cfg.dt
+                    writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(DIAGNOSTICS)})
+                    _write_frame(writer, cfg, frame, _host(fields), new_state)
+                    writer.commit()
+                    state = new_state
+                    rate = cfg.save_every / max(walltime.perf_counter() - t0, 1e-12)
+                    cfl = float(diags[:, :, DIAGNOSTICS.index("cfl")].max())
+                    bar.set_postfix(t=f"{t_diag[-1]:.4g}", steps_s=f"{rate:.0f}", cfl=f"{cfl:.3f}", refresh=False)
+                    bar.update(1)
+            writer.finalize(complete=True, stop_reason="completed")
+        except BaseException:
+            writer.close()
+            raise
+    return path
