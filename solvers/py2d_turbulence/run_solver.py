@@ -2,8 +2,8 @@
 
     python -m solvers.py2d_turbulence.run_solver --output_dir ./output --Re 1000 --NX 128
 
-The default (N = 128, Re = 1000, Kolmogorov forcing k_fx = 4, drag α = 0.1, dt = 5e-4, 5 time units
-saved every 0.1, float64) takes about a minute on a 2-core CPU. The output file name is derived from
+The default (N = 128, Re = 1000, Kolmogorov forcing k_fx = 4, drag α = 0.1, dt = 5e-4, 20 time units
+saved every 0.1, float64) takes well under a minute on a 2-core CPU. The output file name is derived from
 the parameters and printed on stdout.
 """
 

@@ -78,7 +78,7 @@ class Py2DConfig:
     NX: int = 128
     Re: float = 1000.0
     dt: float = 5e-4
-    t_total: float = 5.0
+    t_total: float = 20.0
     save_interval: float = 0.1
     spinup_time: float = 0.0
     fkx: int = 4
@@ -329,7 +329,7 @@ def _state_spec(cfg: Py2DConfig) -> dict:
     return {
         "omega_hat": ((m, n, n // 2 + 1), np.dtype(cdtype)),
         "history": ((m, n, n // 2 + 1), np.dtype(cdtype)),
-        "step": ((m,), np.dtype(np.int32)),
+        "step_counter": ((m,), np.dtype(np.int32)),
     }
 
 
@@ -364,20 +364,17 @@ def file_attrs(cfg: Py2DConfig, argv: list[str] | None) -> dict:
     return attrs
 
 
+def _check_same_config(cfg: Py2DConfig, stored_json: str, path: Path) -> None:
+    stored, mine = json.loads(stored_json), json.loads(cfg.to_json())
+    diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+    if diff:
+        raise ValueError(f"--resume: {path} was written with different settings ({', '.join(diff)}); rerun with those")
+
+
 def _open_output(cfg: Py2DConfig, path: Path, *, overwrite: bool, resume: bool, argv):
     """Return (writer, resumed). Refuses to touch an existing file unless asked."""
     if resume and path.exists():
-        writer = hdf5_utils.open_for_resume(path)
-        stored = json.loads(writer.attrs.get("config", "{}"))
-        if stored != json.loads(cfg.to_json()):
-            diff = sorted(
-                k for k in set(stored) | set(dataclasses.asdict(cfg)) if stored.get(k) != getattr(cfg, k, None)
-            )
-            writer.close()
-            raise ValueError(
-                f"--resume: {path} was written with different settings ({', '.join(diff)}); rerun with those"
-            )
-        return writer, True
+        return hdf5_utils.open_for_resume(path), True
     x = np.asarray(initial_conditions.coordinates(cfg.NX))
     grid = hdf5_utils.Grid(x=x, y=x, bc_x="periodic", bc_y="periodic", length_x=LENGTH, length_y=LENGTH)
     writer = hdf5_utils.create_writer(
@@ -410,7 +407,9 @@ def _write_frame(writer, cfg: Py2DConfig, frame: int, fields: dict, state: State
         step=np.full(m, step, dtype=np.int64),
     )
     host = _host(state)
-    writer.write_state({"omega_hat": host.omega_hat, "history": host.history, "step": host.step}, step, step * cfg.dt)
+    writer.write_state(
+        {"omega_hat": host.omega_hat, "history": host.history, "step_counter": host.step}, step, step * cfg.dt
+    )
 
 
 # ------------------------------------------------------------------------------------ the driver
@@ -436,6 +435,12 @@ def run(
 
     output_dir = Path(output_dir)
     path = output_dir / cfg.output_name()
+    if resume and path.exists():
+        with hdf5_utils.open_dataset(path) as existing:
+            _check_same_config(cfg, existing.attrs.get("config", "{}"), path)
+            if existing.complete:
+                log(f"{path} is already complete ({existing.n_samples} samples); nothing to resume")
+                return path
     with jax.enable_x64(cfg.precision == "float64"):
         sim = make_simulation(cfg)
         fresh = initial_state(sim)
@@ -449,10 +454,16 @@ def run(
                     raise hdf5_utils.GustFormatError(f"{path}: committed samples not a multiple of {m} trajectories")
                 arrays, _, _ = writer.read_state()
                 state = sim.place(
-                    State(jnp.asarray(arrays["omega_hat"]), jnp.asarray(arrays["history"]), jnp.asarray(arrays["step"]))
+                    State(
+                        jnp.asarray(arrays["omega_hat"]),
+                        jnp.asarray(arrays["history"]),
+                        jnp.asarray(arrays["step_counter"]),
+                    )
                 )
                 start = writer.n_samples_written // m
-                log(f"resuming {path} at frame {start}/{cfg.n_frames} (t = {int(arrays['step'][0]) * cfg.dt:g})")
+                log(
+                    f"resuming {path} at frame {start}/{cfg.n_frames} (t = {int(arrays['step_counter'][0]) * cfg.dt:g})"
+                )
             else:
                 state = fresh
                 log(f"writing {path}  (initial CFL {cfl0:.3f}, {len(jax.devices())} device(s))")

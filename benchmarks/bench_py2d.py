@@ -1,0 +1,102 @@
+"""Per-step cost of the 2D turbulence solver next to the cost of the FFTs that step needs.
+
+    python -m benchmarks.bench_py2d                       # CPU-sized default
+    python -m benchmarks.bench_py2d --sizes 128,256,512,1024 --ensembles 1,64 --steps 200   # GPU
+
+For each (scheme, N, precision, ensemble size M) it times, in the same process and the same way
+(jitted ``fori_loop`` of n steps, compiled first, best of ``--repeats``):
+
+- ``step``: the scheme's full step, vmapped over M trajectories;
+- ``fft``:  only the FFTs one step performs — per explicit-term evaluation one batched inverse rfft2
+  of (M, 2, N, N/2+1) (u, v) and one batched forward rfft2 of (M, 2, N, N) (uv, v²−u²) — chained
+  so that XLA cannot drop them.
+
+``ratio = step / fft`` is the overhead of everything that is not an FFT (goal on CPU: ≤ 1.5).
+Absolute numbers mean something only on a GPU; the ratio is the portable figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from solvers.py2d_turbulence import initial_conditions as ic
+from solvers.py2d_turbulence import py2d_core as core
+from solvers.py2d_turbulence.schemes import SCHEMES
+
+EVALS_PER_STEP = {"ab2cn": 1, "rk3cn": 3, "etdrk4": 4}
+
+
+def _time(fn, arg, repeats):
+    jax.block_until_ready(fn(arg))  # compile + warm up
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(arg))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_one(scheme_name, n, precision, m, steps, repeats):
+    dtype = jnp.float64 if precision == "float64" else jnp.float32
+    grid = core.SpectralGrid(n, dtype=dtype)
+    eq = core.Py2DEquation(grid, re=1000.0, alpha=0.1, fkx=4)
+    scheme = SCHEMES[scheme_name]
+    step = scheme.make_step(eq, 1e-4)
+    w0 = np.stack([ic.random_field(n, 0, i, 10.0) for i in range(m)]).astype(dtype)
+    state = jax.vmap(lambda w: scheme.init_state(eq, core.to_spectral(w)))(jnp.asarray(w0))
+
+    vstep = jax.vmap(step)
+    run_steps = jax.jit(lambda s: jax.lax.fori_loop(0, steps, lambda _, x: vstep(x), s))
+    t_step = _time(run_steps, state, repeats) / steps
+
+    evals = EVALS_PER_STEP[scheme_name]
+    uv_hat = jnp.stack([state.omega_hat, state.omega_hat], axis=-3)
+
+    def ffts(x):
+        for _ in range(evals):
+            phys = core.to_physical(x, n)
+            x = core.to_spectral(phys * phys[..., ::-1, :, :]) * 1e-3
+        return x
+
+    run_ffts = jax.jit(lambda x: jax.lax.fori_loop(0, steps, lambda _, y: ffts(y), x))
+    t_fft = _time(run_ffts, uv_hat, repeats) / steps
+    return t_step, t_fft
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_py2d", description=__doc__.split("\n\n")[0])
+    p.add_argument("--schemes", default="ab2cn,rk3cn,etdrk4", help="comma list from " + ",".join(SCHEMES))
+    p.add_argument("--sizes", default="128,256,512", help="comma list of N")
+    p.add_argument("--precisions", default="float32,float64")
+    p.add_argument("--ensembles", default="1,8", help="comma list of ensemble sizes M")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed call")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    dev = jax.devices()[0]
+    print(f"device: {dev.device_kind} ({jax.default_backend()}), jax {jax.__version__}, {len(jax.devices())} device(s)")
+    head = (
+        f"{'scheme':<7} {'N':>5} {'prec':<7} {'M':>4} {'step ms':>9} {'fft ms':>9} {'ratio':>6} "
+        f"{'steps/s':>9} {'traj-steps/s':>13}"
+    )
+    print(head)
+    print("-" * len(head))
+    for scheme_name in args.schemes.split(","):
+        for n in map(int, args.sizes.split(",")):
+            for precision in args.precisions.split(","):
+                for m in map(int, args.ensembles.split(",")):
+                    with jax.enable_x64(precision == "float64"):
+                        t_step, t_fft = bench_one(scheme_name, n, precision, m, args.steps, args.repeats)
+                    print(
+                        f"{scheme_name:<7} {n:>5} {precision:<7} {m:>4} {t_step * 1e3:>9.3f} {t_fft * 1e3:>9.3f} "
+                        f"{t_step / t_fft:>6.2f} {1 / t_step:>9.1f} {m / t_step:>13.1f}",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()

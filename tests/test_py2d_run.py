@@ -1,0 +1,251 @@
+"""The turbulence solver end to end: CLI, output file, ensembles, sharding, crash safety and bad input."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from solvers.common import hdf5_utils
+from solvers.py2d_turbulence import initial_conditions as ic
+from solvers.py2d_turbulence import run_solver, solver
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--NX", "16", "--dt", "0.01", "--t_total", "0.2", "--save_interval", "0.05", "--Re", "200", "--no_progress"]
+
+
+def cli(tmp_path, *extra, out="out"):
+    """Run the CLI in-process; return (exit code, output path or None)."""
+    argv = ["--output_dir", str(tmp_path / out), *TINY, *extra]
+    code = run_solver.main(argv)
+    files = sorted((tmp_path / out).glob("*.h5"))
+    return code, (files[0] if files else None)
+
+
+def read_all(path, field="omega"):
+    with hdf5_utils.open_dataset(path) as f:
+        return f.read(field), f.samples(), f.diagnostics(), f.complete
+
+
+def test_cli_run_writes_a_valid_complete_file(tmp_path, capsys):
+    code, path = cli(tmp_path, "--fields", "omega,psi,u,v", "--seed", "3")
+    assert code == 0
+    assert capsys.readouterr().out.strip() == str(path)
+    assert hdf5_utils.validate(path) == []
+    with hdf5_utils.open_dataset(path) as f:
+        assert f.fields == ["omega", "psi", "u", "v"] or sorted(f.fields) == ["omega", "psi", "u", "v"]
+        assert f.n_samples == 5 and f.complete
+        assert f.attrs["Re"] == 200.0 and f.attrs["seed"] == 3 and f.attrs["scheme"] == "ab2cn"
+        assert f.grid.bc_x == "periodic" and f.grid.bc_y == "periodic"
+        np.testing.assert_allclose(f.samples()["time"], [0, 0.05, 0.1, 0.15, 0.2], atol=1e-12)
+        np.testing.assert_array_equal(f.samples()["step"], [0, 5, 10, 15, 20])
+        omega, psi, u, v = (f.read(n).astype(np.float64) for n in ("omega", "psi", "u", "v"))
+        d = f.diagnostics()
+    # stored fields are consistent with each other: u = ∂ψ/∂y, v = −∂ψ/∂x, ω = −∇²ψ (spectrally)
+    k = np.fft.fftfreq(16) * 16
+    psi_hat = np.fft.fft2(psi)
+    np.testing.assert_allclose(np.fft.ifft2(1j * k[:, None] * psi_hat).real, u, atol=1e-5)
+    np.testing.assert_allclose(np.fft.ifft2(-1j * k[None, :] * psi_hat).real, v, atol=1e-5)
+    np.testing.assert_allclose(np.fft.ifft2((k[:, None] ** 2 + k[None, :] ** 2) * psi_hat).real, omega, atol=1e-4)
+    # diagnostics: energy from the stored velocity matches the logged energy at the frame times
+    e_frames = 0.5 * np.mean(u**2 + v**2, axis=(1, 2))
+    rows = np.searchsorted(d["time"], 0.2 - 1e-9)
+    assert d["energy"][rows, 0] == pytest.approx(e_frames[-1], rel=1e-5)
+
+
+def test_ensemble_members_equal_independent_runs(tmp_path):
+    code, ens = cli(tmp_path, "--n_trajectories", "3", "--seed", "5", out="ens")
+    assert code == 0
+    omega, samples, _, _ = read_all(ens)
+    for m in (0, 2):
+        np.save(tmp_path / f"ic{m}.npy", ic.random_field(16, seed=5, trajectory=m))
+        code, single = cli(tmp_path, "--ic_file", str(tmp_path / f"ic{m}.npy"), out=f"single{m}")
+        assert code == 0
+        alone, _, _, _ = read_all(single)
+        mine = omega[samples["trajectory"] == m]
+        np.testing.assert_allclose(mine, alone, rtol=0, atol=1e-6 * np.abs(alone).max())
+    assert not np.allclose(omega[samples["trajectory"] == 0], omega[samples["trajectory"] == 1])
+
+
+def test_four_simulated_devices_give_the_single_device_result(tmp_path):
+    args = ["--output_dir", str(tmp_path / "sharded"), *TINY, "--n_trajectories", "4"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    res = subprocess.run(
+        [sys.executable, "-m", "solvers.py2d_turbulence.run_solver", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "4 device(s)" in res.stderr
+    code, single = cli(tmp_path, "--n_trajectories", "4", out="single")
+    assert code == 0
+    sharded = next((tmp_path / "sharded").glob("*.h5"))
+    a, b = read_all(sharded), read_all(single)
+    np.testing.assert_allclose(a[0], b[0], rtol=0, atol=1e-6 * np.abs(b[0]).max())
+    np.testing.assert_array_equal(a[1]["trajectory"], b[1]["trajectory"])
+
+
+def test_killed_run_keeps_its_samples_and_resumes_to_the_uninterrupted_result(tmp_path):
+    args = ["--NX", "16", "--dt", "0.01", "--t_total", "15", "--save_interval", "0.01", "--no_progress"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "solvers.py2d_turbulence.run_solver", "--output_dir", str(out), *args],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    committed = 0
+    while time.time() < deadline and proc.poll() is None:
+        files = list(out.glob("*.h5"))
+        if files:
+            try:
+                with hdf5_utils.open_dataset(files[0]) as f:
+                    committed = f.n_samples
+            except (OSError, hdf5_utils.GustFormatError):
+                committed = 0
+            if committed >= 20:
+                break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; make it longer"
+    path = next(out.glob("*.h5"))
+    problems = hdf5_utils.validate(path)
+    assert len(problems) == 1 and "incomplete" in problems[0], problems
+    partial, _, _, complete = read_all(path)
+    assert not complete and len(partial) >= 20 and np.all(np.isfinite(partial))
+
+    # without --resume the partial file is refused and left untouched
+    before = path.read_bytes()
+    assert run_solver.main(["--output_dir", str(out), *args]) == 2
+    assert path.read_bytes() == before
+
+    assert run_solver.main(["--output_dir", str(out), *args, "--resume"]) == 0
+    resumed, r_samples, r_diag, complete = read_all(path)
+    assert complete and hdf5_utils.validate(path) == []
+    np.testing.assert_array_equal(resumed[: len(partial)], partial)
+
+    assert run_solver.main(["--output_dir", str(tmp_path / "straight"), *args]) == 0
+    straight, s_samples, s_diag, _ = read_all(next((tmp_path / "straight").glob("*.h5")))
+    np.testing.assert_array_equal(resumed, straight)
+    np.testing.assert_array_equal(r_samples["time"], s_samples["time"])
+    np.testing.assert_array_equal(r_diag["energy"], s_diag["energy"])
+    # --resume on a complete file changes nothing
+    before = path.read_bytes()
+    assert run_solver.main(["--output_dir", str(out), *args, "--resume"]) == 0
+    assert path.read_bytes() == before
+
+
+def test_resume_with_different_settings_is_refused(tmp_path, capsys):
+    assert cli(tmp_path)[0] == 0
+    capsys.readouterr()
+    # --diag_every is not part of the file name, so the same file is found with another setting
+    code, _ = cli(tmp_path, "--resume", "--diag_every", "1")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "diag_every" in err and len(err.splitlines()) == 1, err
+
+
+def test_existing_output_is_refused_then_overwritten_on_request(tmp_path, capsys):
+    assert cli(tmp_path)[0] == 0
+    path = next((tmp_path / "out").glob("*.h5"))
+    before = path.read_bytes()
+    capsys.readouterr()
+    code, _ = cli(tmp_path)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--overwrite" in err and len(err.splitlines()) == 1
+    assert path.read_bytes() == before
+    assert cli(tmp_path, "--overwrite", "--seed", "0")[0] == 0
+    assert hdf5_utils.validate(path) == []
+
+
+def test_blow_up_stops_keeps_good_frames_and_exits_nonzero(tmp_path, monkeypatch, capsys):
+    real = solver.make_simulation
+
+    def sabotaged(cfg):
+        sim = real(cfg)
+        calls = {"n": 0}
+
+        def chunk(state):
+            calls["n"] += 1
+            new, fields, diags, finite = sim.chunk(state)
+            if calls["n"] == 3:
+                new = new._replace(omega_hat=new.omega_hat * jnp.nan)
+                finite = finite & False
+            return new, fields, diags, finite
+
+        return dataclasses.replace(sim, chunk=chunk)
+
+    monkeypatch.setattr(solver, "make_simulation", sabotaged)
+    code, path = cli(tmp_path)
+    err = capsys.readouterr().err
+    assert code == 3 and "blow-up" in err
+    omega, _, _, complete = read_all(path)
+    assert not complete and len(omega) == 3 and np.all(np.isfinite(omega))  # frame 0 + 2 good chunks
+    with hdf5_utils.open_dataset(path) as f:
+        assert "blow-up" in f.stop_reason
+
+
+def test_ic_from_gust_file_sample(tmp_path):
+    code, src = cli(tmp_path, out="src")
+    assert code == 0
+    with hdf5_utils.open_dataset(src) as f:
+        sample = f.read("omega", 2, 3)[0]
+    code, path = cli(tmp_path, "--ic_file", str(src), "--ic_sample", "2", out="dst")
+    assert code == 0
+    first = read_all(path)[0][0]
+    np.testing.assert_allclose(first, sample, atol=1e-5 * np.abs(sample).max())
+
+
+def test_taylor_green_run_decays_at_the_viscous_rate(tmp_path):
+    code, path = cli(tmp_path, "--ic", "taylor_green", "--fkx", "0", "--alpha", "0", "--scheme", "etdrk4")
+    assert code == 0
+    omega, samples, _, _ = read_all(path)
+    amp = np.abs(omega).max(axis=(1, 2))
+    np.testing.assert_allclose(amp, 2 * np.exp(-2 * samples["time"] / 200), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--NX", "7"], "got 7"),
+        (["--NX", "4"], "got 4"),
+        (["--NX", "abc"], "abc"),
+        (["--Re", "0"], "--Re must be > 0 (got 0)"),
+        (["--Re", "-5"], "got -5"),
+        (["--dt", "0"], "--dt must be > 0"),
+        (["--dt", "-0.01"], "got -0.01"),
+        (["--save_interval", "0.015"], "--save_interval must be a positive multiple of --dt"),
+        (["--t_total", "0.22"], "--t_total must be a multiple of --save_interval"),
+        (["--fields", "omega,pressure"], "unknown field 'pressure'"),
+        (["--fields", "omega,omega"], "twice"),
+        (["--scheme", "rk4"], "rk4"),
+        (["--precision", "float16"], "float16"),
+        (["--fkx", "9"], "--fkx must be an integer in [0, 5]"),
+        (["--alpha", "-1"], "--alpha must be >= 0"),
+        (["--n_trajectories", "0"], "--n_trajectories must be >= 1"),
+        (["--ic", "taylor_green", "--n_trajectories", "2"], "identical"),
+        (["--ic_file", "/nonexistent/ic.npy"], "does not exist"),
+        (["--dt", "0.25", "--save_interval", "0.25", "--t_total", "0.5", "--ic_kpeak", "4"], "initial CFL"),
+        (["--overwrite", "--resume"], "exclude each other"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
+    argv = ["--output_dir", str(tmp_path / "out"), *TINY, *args]
+    with pytest.raises(SystemExit) as exc:
+        sys.exit(run_solver.main(argv))
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert needle in err, err
+    assert not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_ic_file_with_wrong_shape_is_refused(tmp_path, capsys):
+    np.save(tmp_path / "bad.npy", np.zeros((8, 8)))
+    code, _ = cli(tmp_path, "--ic_file", str(tmp_path / "bad.npy"))
+    err = capsys.readouterr().err
+    assert code == 2 and "shape (8, 8)" in err
