@@ -50,11 +50,13 @@ class SpectralGrid(eqx.Module):
     dealias: Float[Array, "ny nkx"]  # 1 on kept modes, 0 on truncated ones
     weight: Float[Array, "1 nkx"]  # rfft multiplicity: 1 for kx = 0 and kx = N/2, else 2
 
-    def __init__(self, n: int, dtype=jnp.float64):
+    def __init__(self, n: int, dtype=None):
+        """``dtype``: real dtype of the arrays; default float64 inside ``jax.enable_x64``, else float32."""
         if not isinstance(n, int | np.integer) or n < 8 or n % 2:
             raise ValueError(f"grid size must be an even integer >= 8 for the 2/3 rule (got {n!r}); try 128")
         self.n = int(n)
         a = grid_arrays(self.n)
+        dtype = jnp.result_type(float) if dtype is None else dtype
         self.kx, self.ky, self.ksq, self.inv_ksq, self.dealias, self.weight = (
             jnp.asarray(a[k], dtype=dtype) for k in ("kx", "ky", "ksq", "inv_ksq", "dealias", "weight")
         )
