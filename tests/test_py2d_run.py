@@ -90,6 +90,54 @@ def test_four_simulated_devices_give_the_single_device_result(tmp_path):
     np.testing.assert_array_equal(a[1]["trajectory"], b[1]["trajectory"])
 
 
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_under_jax_distributed_give_the_single_process_result(tmp_path):
+    # 2 processes x 2 simulated CPU devices, joined by jax.distributed (gloo collectives); process 0 writes
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    port = _free_port()
+    args = ["--output_dir", str(tmp_path / "multi"), *TINY, "--n_trajectories", "4"]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "solvers.py2d_turbulence.run_solver",
+                *args,
+                "--coordinator_address",
+                f"127.0.0.1:{port}",
+                "--num_processes",
+                "2",
+                "--process_id",
+                str(i),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert "4 device(s)" in outs[0][1]
+    assert ".h5" in outs[0][0] and ".h5" not in outs[1][0]  # only process 0 reports (and writes) the file
+    code, single = cli(tmp_path, "--n_trajectories", "4", out="single")
+    assert code == 0
+    multi = list((tmp_path / "multi").glob("*.h5"))
+    assert len(multi) == 1 and hdf5_utils.validate(multi[0]) == []
+    a, b = read_all(multi[0]), read_all(single)
+    np.testing.assert_allclose(a[0], b[0], rtol=0, atol=1e-6 * np.abs(b[0]).max())
+    np.testing.assert_allclose(a[2]["energy"], b[2]["energy"], rtol=1e-12)
+
+
 def test_killed_run_keeps_its_samples_and_resumes_to_the_uninterrupted_result(tmp_path):
     args = ["--NX", "16", "--dt", "0.01", "--t_total", "15", "--save_interval", "0.01", "--no_progress"]
     out = tmp_path / "killed"
@@ -249,3 +297,15 @@ def test_ic_file_with_wrong_shape_is_refused(tmp_path, capsys):
     code, _ = cli(tmp_path, "--ic_file", str(tmp_path / "bad.npy"))
     err = capsys.readouterr().err
     assert code == 2 and "shape (8, 8)" in err
+
+
+def test_spinup_is_simulated_but_not_saved(tmp_path):
+    code, spun = cli(tmp_path, "--spinup_time", "0.1", "--t_total", "0.1", out="spun")
+    assert code == 0
+    code, straight = cli(tmp_path, "--t_total", "0.2", out="straight")
+    assert code == 0
+    a, sa, _, _ = read_all(spun)
+    b, sb, _, _ = read_all(straight)
+    np.testing.assert_allclose(sa["time"], [0.1, 0.15, 0.2], atol=1e-12)
+    np.testing.assert_array_equal(sa["step"], sb["step"][2:])
+    np.testing.assert_allclose(a, b[2:], rtol=0, atol=1e-6 * np.abs(b).max())

@@ -109,7 +109,30 @@ def build_parser() -> OneLineArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last committed frame")
     g.add_argument("--no_progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("several hosts (jax.distributed; process 0 writes the file)")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() (auto-detects SLURM, Open MPI, ... launchers)",
+    )
+    g.add_argument("--coordinator_address", default=None, help="host:port of process 0 (implies --distributed)")
+    g.add_argument("--num_processes", type=int, default=None, help="number of processes (with --coordinator_address)")
+    g.add_argument("--process_id", type=int, default=None, help="this process' index (with --coordinator_address)")
     return p
+
+
+def init_distributed(args) -> None:
+    """Join a multi-process JAX run before any computation, if asked to."""
+    if not (args.distributed or args.coordinator_address):
+        return
+    import jax
+
+    kwargs = {
+        k: getattr(args, k)
+        for k in ("coordinator_address", "num_processes", "process_id")
+        if getattr(args, k) is not None
+    }
+    jax.distributed.initialize(**kwargs)
 
 
 def config_from_args(args) -> Py2DConfig:
@@ -124,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, "--overwrite and --resume exclude each other; pick one")
     try:
         cfg = config_from_args(args)
+        init_distributed(args)
         path = run(
             cfg,
             args.output_dir,
@@ -136,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, str(e))
     except BlowUpError as e:
         return fail(PROG, str(e), EXIT_RUN_FAILED)
-    print(path)
+    import jax
+
+    if jax.process_index() == 0:
+        print(path)
     return 0
 
 

@@ -251,17 +251,37 @@ class Simulation:
     frame: Callable  # State → fields dict
     sharding: NamedSharding
 
-    def place(self, state: State) -> State:
-        """Lay a batched state out over the devices along the trajectory axis."""
-        return jax.device_put(state, self.sharding)
+    def place(self, tree):
+        """Lay host arrays (the same full arrays on every process) out over the devices along the trajectory
+        axis; on several processes each one fills only its own shards."""
+        if jax.process_count() == 1:
+            return jax.device_put(tree, self.sharding)
+        return jax.tree.map(
+            lambda x: jax.make_array_from_callback(np.shape(x), self.sharding, lambda idx: np.asarray(x)[idx]), tree
+        )
 
 
 def trajectory_sharding(n_trajectories: int) -> NamedSharding:
-    """Shard the trajectory axis over as many visible devices as divide M."""
+    """Shard the trajectory axis over as many devices as divide M (all devices of all processes when
+    running under ``jax.distributed``, where M must then be a multiple of the global device count)."""
     devices = jax.devices()
+    if jax.process_count() > 1 and n_trajectories % len(devices):
+        raise ValueError(
+            f"--n_trajectories must be a multiple of the {len(devices)} devices of the distributed run "
+            f"(got {n_trajectories})"
+        )
     n_use = math.gcd(n_trajectories, len(devices))
     mesh = Mesh(np.array(devices[:n_use]), ("traj",))
     return NamedSharding(mesh, PartitionSpec("traj"))
+
+
+def gather(tree):
+    """Bring a (possibly multi-process sharded) pytree to host numpy arrays, complete on every process."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, jax.device_get(tree))
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
 def make_simulation(cfg: Py2DConfig) -> Simulation:
@@ -305,7 +325,7 @@ def make_simulation(cfg: Py2DConfig) -> Simulation:
 def initial_state(sim: Simulation) -> State:
     cfg = sim.cfg
     omega0 = np.stack([initial_vorticity(cfg, m) for m in range(cfg.n_trajectories)])
-    return sim.place(sim.init(jnp.asarray(omega0, dtype=cfg.dtype)))
+    return sim.init(sim.place(omega0.astype(np.dtype(cfg.dtype))))
 
 
 def check_initial_cfl(sim: Simulation, state: State) -> float:
@@ -372,9 +392,10 @@ def _check_same_config(cfg: Py2DConfig, stored_json: str, path: Path) -> None:
 
 
 def _open_output(cfg: Py2DConfig, path: Path, *, overwrite: bool, resume: bool, argv):
-    """Return (writer, resumed). Refuses to touch an existing file unless asked."""
-    if resume and path.exists():
-        return hdf5_utils.open_for_resume(path), True
+    """The writer: the existing file reopened to resume it, or a new file (refused if one exists, unless
+    ``overwrite``)."""
+    if resume:
+        return hdf5_utils.open_for_resume(path)
     x = np.asarray(initial_conditions.coordinates(cfg.NX))
     grid = hdf5_utils.Grid(x=x, y=x, bc_x="periodic", bc_y="periodic", length_x=LENGTH, length_y=LENGTH)
     writer = hdf5_utils.create_writer(
@@ -390,11 +411,16 @@ def _open_output(cfg: Py2DConfig, path: Path, *, overwrite: bool, resume: bool, 
         attrs=file_attrs(cfg, argv),
         overwrite=overwrite,
     )
-    return writer, False
+    return writer
 
 
-def _host(tree):
-    return jax.tree.map(np.asarray, jax.device_get(tree))
+class _NoWriter:
+    """Stands in for the writer on processes other than 0 of a distributed run: they compute, 0 writes."""
+
+    n_samples_written = 0
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 def _write_frame(writer, cfg: Py2DConfig, frame: int, fields: dict, state: State) -> None:
@@ -406,13 +432,29 @@ def _write_frame(writer, cfg: Py2DConfig, frame: int, fields: dict, state: State
         trajectory=np.arange(m, dtype=np.int64),
         step=np.full(m, step, dtype=np.int64),
     )
-    host = _host(state)
+    host = gather(state)
     writer.write_state(
         {"omega_hat": host.omega_hat, "history": host.history, "step_counter": host.step}, step, step * cfg.dt
     )
 
 
 # ------------------------------------------------------------------------------------ the driver
+
+
+def _spin_up(sim: Simulation, state: State, progress: bool) -> State:
+    """Advance the unsaved spin-up in pieces of one save interval, with its own progress bar."""
+    from tqdm import tqdm
+
+    cfg = sim.cfg
+    done = 0
+    with tqdm(total=cfg.spinup_steps, unit="step", desc="spin-up", disable=not progress, file=sys.stderr) as bar:
+        while done < cfg.spinup_steps:
+            n = min(cfg.save_every, cfg.spinup_steps - done)
+            state = sim.advance(state, n)
+            jax.block_until_ready(state)
+            done += n
+            bar.update(n)
+    return state
 
 
 def run(
@@ -435,41 +477,51 @@ def run(
 
     output_dir = Path(output_dir)
     path = output_dir / cfg.output_name()
-    if resume and path.exists():
+    is_writer = jax.process_index() == 0
+    if not is_writer:
+        progress, log = False, lambda s: None
+    resumed = resume and path.exists()
+    if path.exists() and not (overwrite or resume):
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it")
+    saved = None
+    if resumed:
         with hdf5_utils.open_dataset(path) as existing:
             _check_same_config(cfg, existing.attrs.get("config", "{}"), path)
             if existing.complete:
                 log(f"{path} is already complete ({existing.n_samples} samples); nothing to resume")
                 return path
+            if existing.n_samples % cfg.n_trajectories:
+                raise hdf5_utils.GustFormatError(f"{path}: committed samples not a multiple of the trajectories")
+            start = existing.n_samples // cfg.n_trajectories
+            saved, _, _ = existing.read_state()
     with jax.enable_x64(cfg.precision == "float64"):
         sim = make_simulation(cfg)
         fresh = initial_state(sim)
         cfl0 = check_initial_cfl(sim, fresh)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        writer, resumed = _open_output(cfg, path, overwrite=overwrite, resume=resume, argv=argv)
-        m = cfg.n_trajectories
+        if jax.process_count() > 1:  # every process has read what it needs before process 0 opens the file
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("gust: before opening the output")
+        if is_writer:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            writer = _open_output(cfg, path, overwrite=overwrite, resume=resumed, argv=argv)
+        else:
+            writer = _NoWriter()
         try:
             if resumed:
-                if writer.n_samples_written % m:
-                    raise hdf5_utils.GustFormatError(f"{path}: committed samples not a multiple of {m} trajectories")
-                arrays, _, _ = writer.read_state()
-                state = sim.place(
-                    State(
-                        jnp.asarray(arrays["omega_hat"]),
-                        jnp.asarray(arrays["history"]),
-                        jnp.asarray(arrays["step_counter"]),
-                    )
-                )
-                start = writer.n_samples_written // m
-                log(
-                    f"resuming {path} at frame {start}/{cfg.n_frames} (t = {int(arrays['step_counter'][0]) * cfg.dt:g})"
-                )
+                state = sim.place(State(saved["omega_hat"], saved["history"], saved["step_counter"]))
+                t_start = int(saved["step_counter"][0]) * cfg.dt
+                log(f"resuming {path} at frame {start}/{cfg.n_frames} (t = {t_start:g})")
             else:
                 state = fresh
                 log(f"writing {path}  (initial CFL {cfl0:.3f}, {len(jax.devices())} device(s))")
                 if cfg.spinup_steps:
-                    state = sim.advance(state, cfg.spinup_steps)
-                _write_frame(writer, cfg, 0, _host(sim.frame(state)), state)
+                    state = _spin_up(sim, state, progress)
+                    if not np.isfinite(gather(state.omega_hat)).all():
+                        msg = f"blow-up during the spin-up (t < {cfg.spinup_time:g}); reduce --dt or raise --NX"
+                        writer.finalize(complete=False, stop_reason=msg)
+                        raise BlowUpError(msg)
+                _write_frame(writer, cfg, 0, gather(sim.frame(state)), state)
                 writer.commit()
                 start = 1
 
@@ -485,7 +537,7 @@ def run(
                 for frame in range(start, cfg.n_frames):
                     t0 = walltime.perf_counter()
                     new_state, fields, diags, finite = sim.chunk(state)
-                    finite = np.asarray(finite)
+                    fields, diags, finite = gather((fields, diags, finite))
                     if not finite.all():
                         bad = int(np.argmin(finite))
                         t_bad = (cfg.spinup_steps + frame * cfg.save_every) * cfg.dt
@@ -500,7 +552,7 @@ def run(
                     first = cfg.spinup_steps + (frame - 1) * cfg.save_every
                     t_diag = (first + cfg.diag_interval_steps * np.arange(1, rows + 1)) * cfg.dt
                     writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(DIAGNOSTICS)})
-                    _write_frame(writer, cfg, frame, _host(fields), new_state)
+                    _write_frame(writer, cfg, frame, fields, new_state)
                     writer.commit()
                     state = new_state
                     rate = cfg.save_every / max(walltime.perf_counter() - t0, 1e-12)
