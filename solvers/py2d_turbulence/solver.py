@@ -457,6 +457,56 @@ def _spin_up(sim: Simulation, state: State, progress: bool) -> State:
     return state
 
 
+def _stop(writer, msg: str):
+    """Close the file as incomplete, saying why, and raise."""
+    writer.finalize(complete=False, stop_reason=msg)
+    raise BlowUpError(msg)
+
+
+def _run_frames(sim: Simulation, writer, state: State, start: int, progress: bool) -> None:
+    """Advance and write frames ``start … n_frames−1``, committing each one.
+
+    The next chunk is dispatched before the current one is checked and written, so on an accelerator the
+    HDF5 writes overlap the computation; a non-finite chunk stops the run before it is written.
+    """
+    from tqdm import tqdm
+
+    cfg = sim.cfg
+    cfl_col = DIAGNOSTICS.index("cfl")
+    bar = tqdm(
+        total=cfg.n_frames - 1,
+        initial=start - 1,
+        unit="frame",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    pending = sim.chunk(state) if start < cfg.n_frames else None
+    with bar:
+        for frame in range(start, cfg.n_frames):
+            t0 = walltime.perf_counter()
+            new_state, fields, diags, finite = pending
+            fields, diags, finite = gather((fields, diags, finite))
+            pending = sim.chunk(new_state) if frame + 1 < cfg.n_frames else None
+            if not finite.all():
+                t_bad = (cfg.spinup_steps + frame * cfg.save_every) * cfg.dt
+                _stop(
+                    writer,
+                    f"blow-up: non-finite vorticity in trajectory {int(np.argmin(finite))} by t = {t_bad:g}; "
+                    f"kept {frame} good frames; reduce --dt or raise --NX",
+                )
+            diags = np.asarray(diags, dtype=np.float64)
+            first = cfg.spinup_steps + (frame - 1) * cfg.save_every
+            t_diag = (first + cfg.diag_interval_steps * np.arange(1, diags.shape[0] + 1)) * cfg.dt
+            writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(DIAGNOSTICS)})
+            _write_frame(writer, cfg, frame, fields, new_state)
+            writer.commit()
+            rate = cfg.save_every / max(walltime.perf_counter() - t0, 1e-12)
+            cfl = float(diags[:, :, cfl_col].max())
+            bar.set_postfix(t=f"{t_diag[-1]:.4g}", steps_s=f"{rate:.0f}", cfl=f"{cfl:.3f}", refresh=False)
+            bar.update(1)
+
+
 def run(
     cfg: Py2DConfig,
     output_dir: str | Path,
@@ -473,8 +523,6 @@ def run(
     existing output without ``overwrite``/``resume``, and BlowUpError when the solution becomes
     non-finite (the file then holds every good frame and says why it stopped).
     """
-    from tqdm import tqdm
-
     output_dir = Path(output_dir)
     path = output_dir / cfg.output_name()
     is_writer = jax.process_index() == 0
@@ -518,47 +566,14 @@ def run(
                 if cfg.spinup_steps:
                     state = _spin_up(sim, state, progress)
                     if not np.isfinite(gather(state.omega_hat)).all():
-                        msg = f"blow-up during the spin-up (t < {cfg.spinup_time:g}); reduce --dt or raise --NX"
-                        writer.finalize(complete=False, stop_reason=msg)
-                        raise BlowUpError(msg)
+                        _stop(
+                            writer, f"blow-up during the spin-up (t < {cfg.spinup_time:g}); reduce --dt or raise --NX"
+                        )
                 _write_frame(writer, cfg, 0, gather(sim.frame(state)), state)
                 writer.commit()
                 start = 1
 
-            bar = tqdm(
-                total=cfg.n_frames - 1,
-                initial=start - 1,
-                unit="frame",
-                disable=not progress,
-                dynamic_ncols=True,
-                file=sys.stderr,
-            )
-            with bar:
-                for frame in range(start, cfg.n_frames):
-                    t0 = walltime.perf_counter()
-                    new_state, fields, diags, finite = sim.chunk(state)
-                    fields, diags, finite = gather((fields, diags, finite))
-                    if not finite.all():
-                        bad = int(np.argmin(finite))
-                        t_bad = (cfg.spinup_steps + frame * cfg.save_every) * cfg.dt
-                        msg = (
-                            f"blow-up: non-finite vorticity in trajectory {bad} by t = {t_bad:g}; "
-                            f"kept {frame} good frames; reduce --dt or raise --NX"
-                        )
-                        writer.finalize(complete=False, stop_reason=msg)
-                        raise BlowUpError(msg)
-                    diags = np.asarray(diags, dtype=np.float64)
-                    rows = diags.shape[0]
-                    first = cfg.spinup_steps + (frame - 1) * cfg.save_every
-                    t_diag = (first + cfg.diag_interval_steps * np.arange(1, rows + 1)) * cfg.dt
-                    writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(DIAGNOSTICS)})
-                    _write_frame(writer, cfg, frame, fields, new_state)
-                    writer.commit()
-                    state = new_state
-                    rate = cfg.save_every / max(walltime.perf_counter() - t0, 1e-12)
-                    cfl = float(diags[:, :, DIAGNOSTICS.index("cfl")].max())
-                    bar.set_postfix(t=f"{t_diag[-1]:.4g}", steps_s=f"{rate:.0f}", cfl=f"{cfl:.3f}", refresh=False)
-                    bar.update(1)
+            _run_frames(sim, writer, state, start, progress)
             writer.finalize(complete=True, stop_reason="completed")
         except BaseException:
             writer.close()
