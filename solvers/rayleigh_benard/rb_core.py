@@ -1,0 +1,282 @@
+r"""Spectral core of the 2D Rayleigh–Bénard solver: operators, implicit per-mode solves, RK222 step, diagnostics.
+
+Boussinesq convection in x ∈ [0, Lx) (periodic) and z ∈ [0, 1] between no-slip walls, in free-fall units
+(length: the layer height H; buoyancy: the temperature difference; velocity √(gαΔT H)):
+
+    ∂u/∂t + u·∇u = −∇p + ν ∇²u + b ẑ,   ∂b/∂t + u·∇b = κ ∇²b,   ∇·u = 0,
+    ν = (Pr/Ra)^{1/2},  κ = (Ra Pr)^{−1/2},   b(z=0) = 1,  b(z=1) = 0,   u = 0 on both walls.
+
+Formulation. b = 1 − z + θ (θ = 0 on the walls; the conductive profile is an exact steady state), and
+the velocity comes from a streamfunction, u = ∂ψ/∂z, w = −∂ψ/∂x, so ∇·u = 0 holds identically. The curl
+of the momentum equation gives, with ω = ∂u/∂z − ∂w/∂x = ∇²ψ,
+
+    ∂ω/∂t + u·∇ω = ν ∇²ω − ∂θ/∂x,      ∂θ/∂t + u·∇θ = κ ∇²θ + w,
+
+with ψ = ∂ψ/∂z = 0 on both walls (impermeable, no-slip) for every horizontal wavenumber k ≠ 0. The mean
+flow U(z) (k = 0) is advanced by its own equation ∂U/∂t + ∂⟨uw⟩/∂z = ν U'', U = 0 on the walls: there is
+no mean pressure gradient, so the net horizontal flux is free, as in a periodic channel computed with a
+pressure formulation (e.g. Dedalus).
+
+Discretisation. Fourier in x (``rfft`` coefficients normalised by 1/nx, so column 0 is the horizontal
+mean), Chebyshev collocation at the Gauss–Lobatto nodes in z (``chebyshev.py``). State arrays are
+``(nz, nx//2 + 1)`` complex: values at the nodes, per Fourier mode. Nonlinear products are computed on a
+3/2-refined grid in both x and z (zero-padded Fourier modes; Chebyshev interpolation to ⌈3nz/2⌉ nodes,
+then truncation of the Chebyshev series), so they are free of aliasing. The x-Nyquist mode is kept at 0.
+
+Time stepping: ARS(2,2,2) ("RK222", Ascher, Ruuth & Spiteri, Appl. Numer. Math. 25, 1997, §2.6; the
+default of Dedalus' Rayleigh–Bénard example): diffusion implicit, advection and buoyancy explicit, second
+order. Both implicit stages solve (I − γΔt L) X = R with the same γ, so per Fourier mode one dense
+(2nz × nz) matrix maps the ω-right-hand side to (ω, ψ) — the coupled system with the two no-slip
+conditions in place of the ω-equation at the walls (the collocation form of the influence-matrix method,
+Peyret, "Spectral Methods for Incompressible Viscous Flow", Springer 2002, §6.2) — and one (nz × nz)
+matrix per mode solves for θ. They are built and inverted once in float64 and applied as batched matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import chebyshev as cheb
+
+# ARS(2,2,2): γ = 1 − 1/√2, δ = 1 − 1/(2γ)
+GAMMA = 1.0 - 1.0 / math.sqrt(2.0)
+DELTA = 1.0 - 1.0 / (2.0 * GAMMA)
+ORDER = 2
+CFL_LIMIT = 1.0  # dt·max(|u|/Δx + |w|/Δz) on the collocation grid; RK222 with CFL safety 0.5 as in Dedalus
+
+
+class RBState(NamedTuple):
+    omega_hat: jnp.ndarray  # (nz, nkx) vorticity, column 0 unused (= 0)
+    psi_hat: jnp.ndarray  # (nz, nkx) streamfunction, column 0 = 0
+    theta_hat: jnp.ndarray  # (nz, nkx) buoyancy deviation from the conductive profile 1 − z
+    mean_u: jnp.ndarray  # (nz,) horizontal-mean velocity U(z)
+    step: jnp.ndarray  # int32 step counter
+
+
+class RBOperators(NamedTuple):
+    """Grid constants (float64 numpy until cast by :meth:`RBModel.cast`)."""
+
+    kx: np.ndarray  # (nkx,) wavenumbers 2πk/Lx
+    xmask: np.ndarray  # (nkx,) 1 for kept modes (k < nx/2), 0 for the Nyquist mode
+    d1: np.ndarray  # (nz, nz) d/dz
+    up: np.ndarray  # (nzf, nz) to the 3/2 z-grid
+    down: np.ndarray  # (nz, nzf) back, truncating the Chebyshev series
+    weights: np.ndarray  # (nz,) Clenshaw–Curtis weights on [0, 1]
+
+
+class RBSolves(NamedTuple):
+    """Per-mode inverses of (I − a L) for a given a = γΔt."""
+
+    omega_psi: np.ndarray  # (nkx, 2nz, nz): interior ω-RHS → (ω, ψ) with ψ = ψ' = 0 on the walls
+    theta: np.ndarray  # (nkx, nz, nz): interior θ-RHS → θ with θ = 0 on the walls
+    mean_u: np.ndarray  # (nz, nz): interior U-RHS → U with U = 0 on the walls
+
+
+def make_operators(nx: int, nz: int, lx: float) -> RBOperators:
+    kx = 2.0 * np.pi / lx * np.arange(nx // 2 + 1)
+    xmask = (np.arange(nx // 2 + 1) < nx // 2).astype(np.float64)
+    up, down = cheb.dealias_matrices(nz)
+    return RBOperators(kx, xmask, cheb.diff_matrix(nz), up, down, cheb.quadrature_weights(nz))
+
+
+def make_solves(nx: int, nz: int, lx: float, nu: float, kappa: float, a: float) -> RBSolves:
+    """Invert, per Fourier mode, the implicit operators of one RK222 stage (a = γΔt), in float64."""
+    d1 = cheb.diff_matrix(nz)
+    d2 = d1 @ d1
+    eye = np.eye(nz)
+    interior = np.ones(nz)
+    interior[[0, -1]] = 0.0
+    kx = 2.0 * np.pi / lx * np.arange(nx // 2 + 1)
+    wpsi = np.zeros((kx.size, 2 * nz, nz))
+    theta = np.zeros((kx.size, nz, nz))
+    for i, k in enumerate(kx):
+        lap = d2 - k * k * eye
+        h_nu, h_kappa = eye - a * nu * lap, eye - a * kappa * lap
+        # θ: Helmholtz rows inside, θ = 0 on the walls
+        t = h_kappa.copy()
+        t[[0, -1]] = eye[[0, -1]]
+        theta[i] = np.linalg.inv(t) * interior[None, :]
+        if i == 0:
+            continue
+        # (ω, ψ): ω-Helmholtz inside + ψ' = 0 on the walls; Δψ − ω = 0 inside + ψ = 0 on the walls
+        big = np.zeros((2 * nz, 2 * nz))
+        big[:nz, :nz] = h_nu
+        big[[0, nz - 1], :nz] = 0.0
+        big[0, nz:] = d1[0]
+        big[nz - 1, nz:] = d1[-1]
+        big[nz:, :nz] = -eye
+        big[nz:, nz:] = lap
+        big[[nz, 2 * nz - 1], :] = 0.0
+        big[nz, nz] = big[2 * nz - 1, 2 * nz - 1] = 1.0
+        wpsi[i] = np.linalg.inv(big)[:, :nz] * interior[None, :]
+    hu = eye - a * nu * d2
+    hu[[0, -1]] = eye[[0, -1]]
+    return RBSolves(wpsi, theta, np.linalg.inv(hu) * interior[None, :])
+
+
+def _mm(m, f):
+    """Apply per-mode real matrices m (nkx, p, q) to complex f (q, nkx) → (p, nkx), real/imag separately."""
+    re = jnp.einsum("kpq,qk->pk", m, f.real)
+    im = jnp.einsum("kpq,qk->pk", m, f.imag)
+    return jax.lax.complex(re, im)
+
+
+class RBModel(NamedTuple):
+    """Everything the step needs, in the working precision; build with :func:`make_model`."""
+
+    nx: int
+    nz: int
+    lx: float
+    nu: float
+    kappa: float
+    ops: RBOperators
+    solves: RBSolves
+    dt: float
+
+    # --- transforms ------------------------------------------------------------------------------
+    def to_fine(self, f_hat):
+        """(…, nz, nkx) spectral-in-x → (…, nzf, nxf) physical on the 3/2 grid."""
+        nxf = 3 * self.nx // 2
+        g = jnp.einsum("fz,...zk->...fk", self.ops.up, f_hat)
+        return jnp.fft.irfft(g, n=nxf, axis=-1, norm="forward")
+
+    def from_fine(self, f):
+        """(…, nzf, nxf) physical on the 3/2 grid → (…, nz, nkx), dealiased."""
+        nkx = self.nx // 2 + 1
+        g = jnp.fft.rfft(f, axis=-1, norm="forward")[..., :nkx]
+        return jnp.einsum("zf,...fk->...zk", self.ops.down, g) * self.ops.xmask
+
+    def dz(self, f_hat):
+        return jnp.einsum("zy,...yk->...zk", self.ops.d1, f_hat)
+
+    # --- the equations ---------------------------------------------------------------------------
+    def velocity_hat(self, s: RBState):
+        """(û, ŵ) with the mean flow in column 0 of û."""
+        u_hat = self.dz(s.psi_hat).at[:, 0].set(s.mean_u.astype(s.psi_hat.dtype))
+        w_hat = -1j * self.ops.kx * s.psi_hat
+        return u_hat, w_hat
+
+    def explicit_terms(self, s: RBState):
+        """(N_ω, N_θ, N_U): advection and buoyancy coupling, dealiased by the 3/2 rule in x and z."""
+        kx = self.ops.kx
+        u_hat, w_hat = self.velocity_hat(s)
+        om = s.omega_hat.at[:, 0].set(self.dz(s.mean_u[:, None])[:, 0].astype(s.omega_hat.dtype))
+        spec = jnp.stack([u_hat, w_hat, 1j * kx * om, self.dz(om), 1j * kx * s.theta_hat, self.dz(s.theta_hat)])
+        u, w, wx, wz, tx, tz = self.to_fine(spec)
+        adv = self.from_fine(jnp.stack([u * wx + w * wz, u * tx + w * tz]))
+        n_omega = (-adv[0] - 1j * kx * s.theta_hat).at[:, 0].set(0.0)
+        n_theta = -adv[1] + w_hat
+        uw_mean = self.ops.down @ jnp.mean(u * w, axis=-1)
+        n_u = -(self.ops.d1 @ uw_mean)
+        return n_omega, n_theta, n_u
+
+    def implicit_solve(self, r_omega, r_theta, r_u):
+        """Solve (I − γΔt L) X = R per mode; wall rows of R are ignored (replaced by the boundary conditions)."""
+        nz = self.nz
+        wp = _mm(self.solves.omega_psi, r_omega)
+        return wp[:nz], wp[nz:], _mm(self.solves.theta, r_theta), self.solves.mean_u @ r_u
+
+    # --- the scheme -------------------------------------------------------------------------------
+    def step(self, s: RBState) -> RBState:
+        """One ARS(2,2,2) step of size ``self.dt``."""
+        dt, g, d = self.dt, GAMMA, DELTA
+        x0 = (s.omega_hat, s.theta_hat, s.mean_u)
+        n1 = self.explicit_terms(s)
+        rhs2 = tuple(x + g * dt * n for x, n in zip(x0, n1, strict=True))
+        w2, p2, t2, u2 = self.implicit_solve(*rhs2)
+        s2 = RBState(w2, p2, t2, u2, s.step)
+        n2 = self.explicit_terms(s2)
+        lx2 = tuple((x - r) / (g * dt) for x, r in zip((w2, t2, u2), rhs2, strict=True))  # L X₂ inside
+        rhs3 = tuple(
+            x + dt * (d * a + (1 - d) * b) + dt * (1 - g) * lx for x, a, b, lx in zip(x0, n1, n2, lx2, strict=True)
+        )
+        w3, p3, t3, u3 = self.implicit_solve(*rhs3)
+        return RBState(w3, p3, t3, u3, s.step + 1)
+
+    # --- diagnostics ------------------------------------------------------------------------------
+    def physical(self, f_hat):
+        """(…, nz, nkx) → (…, nz, nx) on the collocation nodes."""
+        return jnp.fft.irfft(f_hat, n=self.nx, axis=-1, norm="forward")
+
+    def diagnostics(self, s: RBState) -> dict[str, jnp.ndarray]:
+        """Nusselt numbers by five definitions, kinetic energy, Reynolds number, CFL.
+
+        Nu_bottom/top = −∂b/∂z at the walls (x-mean); Nu_volume = 1 + ⟨wb⟩/κ; Nu_thermal = ⟨|∇b|²⟩
+        (thermal dissipation / κ); Nu_kinetic = 1 + ν⟨|∇u|²⟩/κ (kinetic dissipation ε_u = κ(Nu − 1)).
+        Volume means by Clenshaw–Curtis in z and the mean over x. In a statistically steady state all
+        five agree; their spread is the usual resolution check.
+        """
+        kx, wts = self.ops.kx, self.ops.weights
+        u_hat, w_hat = self.velocity_hat(s)
+        dtheta_dz = self.dz(s.theta_hat)
+        nu_bottom = 1.0 - jnp.real(dtheta_dz[0, 0])
+        nu_top = 1.0 - jnp.real(dtheta_dz[-1, 0])
+        u, w, th, thx, thz = self.physical(jnp.stack([u_hat, w_hat, s.theta_hat, 1j * kx * s.theta_hat, dtheta_dz]))
+        vol = lambda f: jnp.sum(wts * jnp.mean(f, axis=-1))  # noqa: E731
+        nu_volume = 1.0 + vol(w * th) / self.kappa
+        nu_thermal = vol(thx**2 + (thz - 1.0) ** 2)
+        om = s.omega_hat.at[:, 0].set(self.dz(s.mean_u[:, None])[:, 0].astype(s.omega_hat.dtype))
+        grad_u2 = vol(self.physical(om) ** 2)  # ⟨|∇u|²⟩ = ⟨ω²⟩ for no-slip walls
+        ke = 0.5 * vol(u**2 + w**2)
+        dz_local = jnp.gradient(jnp.asarray(cheb.nodes(self.nz), dtype=u.dtype))
+        cfl = self.dt * jnp.max(jnp.abs(u) / (self.lx / self.nx) + jnp.abs(w) / dz_local[:, None])
+        return {
+            "nusselt_bottom": nu_bottom,
+            "nusselt_top": nu_top,
+            "nusselt_volume": nu_volume,
+            "nusselt_thermal": nu_thermal,
+            "nusselt_kinetic": 1.0 + self.nu * grad_u2 / self.kappa,
+            "kinetic_energy": ke,
+            "reynolds": jnp.sqrt(2.0 * ke) / self.nu,
+            "cfl": cfl,
+            "max_abs_w": jnp.max(jnp.abs(w)),
+        }
+
+    def divergence(self, s: RBState):
+        """max |∂u/∂x + ∂w/∂z| on the nodes (zero up to round-off by construction)."""
+        u_hat, w_hat = self.velocity_hat(s)
+        return jnp.max(jnp.abs(self.physical(1j * self.ops.kx * u_hat + self.dz(w_hat))))
+
+
+def make_model(
+    *, nx: int, nz: int, lx: float, rayleigh: float, prandtl: float, dt: float, dtype=jnp.float64
+) -> RBModel:
+    """Validate the parameters and build the operators and the per-mode inverses for step size ``dt``."""
+    if nx < 4 or nx % 2:
+        raise ValueError(f"--nx must be an even integer >= 4 (got {nx})")
+    if nz < 8:
+        raise ValueError(f"--nz must be >= 8 Chebyshev points (got {nz})")
+    if not lx > 0:
+        raise ValueError(f"--aspect must be > 0 (got {lx:g})")
+    if not rayleigh > 0:
+        raise ValueError(f"--rayleigh must be > 0 (got {rayleigh:g})")
+    if not prandtl > 0:
+        raise ValueError(f"--prandtl must be > 0 (got {prandtl:g})")
+    if not dt > 0:
+        raise ValueError(f"--dt must be > 0 (got {dt:g})")
+    nu, kappa = math.sqrt(prandtl / rayleigh), 1.0 / math.sqrt(rayleigh * prandtl)
+    cast = lambda t: type(t)(*(jnp.asarray(a, dtype=dtype) for a in t))  # noqa: E731
+    ops = cast(make_operators(nx, nz, lx))
+    solves = cast(make_solves(nx, nz, lx, nu, kappa, GAMMA * dt))
+    return RBModel(nx, nz, float(lx), nu, kappa, ops, solves, float(dt))
+
+
+def conductive_state(model: RBModel) -> RBState:
+    """θ = 0, u = 0: the exact conductive steady state b = 1 − z."""
+    cdtype = jnp.result_type(model.ops.d1.dtype, jnp.complex64)
+    zeros = jnp.zeros((model.nz, model.nx // 2 + 1), cdtype)
+    return RBState(zeros, zeros, zeros, jnp.zeros(model.nz, model.ops.d1.dtype), jnp.zeros((), jnp.int32))
+
+
+def perturbed_state(model: RBModel, key, amplitude: float = 1e-3) -> RBState:
+    """Conductive state plus seeded Gaussian noise in θ, damped near the walls by 4z(1 − z)."""
+    z = jnp.asarray(cheb.nodes(model.nz), model.ops.d1.dtype)
+    noise = jax.random.normal(key, (model.nz, model.nx), model.ops.d1.dtype)
+    theta = amplitude * noise * (4 * z * (1 - z))[:, None]
+    theta_hat = jnp.fft.rfft(theta, axis=-1, norm="forward") * model.ops.xmask
+    return conductive_state(model)._replace(theta_hat=theta_hat)
