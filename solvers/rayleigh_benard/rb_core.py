@@ -276,7 +276,7 @@ def conductive_state(model: RBModel) -> RBState:
 def perturbed_state(model: RBModel, key, amplitude: float = 1e-3) -> RBState:
     """Conductive state plus seeded Gaussian noise in θ, damped near the walls by 4z(1 − z)."""
     z = jnp.asarray(cheb.nodes(model.nz), model.ops.d1.dtype)
-    noise = jax.random.normal(key, (model.nz, model.nx), model.ops.d1.dtype)
+    noise = jax.random.normal(key, (model.nz, model.nx), jnp.float32).astype(model.ops.d1.dtype)  # same in f32/f64
     theta = amplitude * noise * (4 * z * (1 - z))[:, None]
     theta_hat = jnp.fft.rfft(theta, axis=-1, norm="forward") * model.ops.xmask
     return conductive_state(model)._replace(theta_hat=theta_hat)

@@ -1,0 +1,148 @@
+"""Rayleigh–Bénard core: Chebyshev operators exact on polynomials, conductive state, incompressibility,
+wall conditions, the no-slip critical Rayleigh number, the order of RK222 and float32 agreement."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy.polynomial.chebyshev as npc
+import pytest
+
+from solvers.rayleigh_benard import chebyshev as cheb
+from solvers.rayleigh_benard import rb_core as rb
+
+# ----------------------------------------------------------------------------- Chebyshev collocation
+
+
+def poly(z):
+    return 3 * z**9 - 2 * z**5 + z**2 - 1
+
+
+def test_derivative_interpolation_and_quadrature_exact_on_polynomials():
+    n = 10  # degree 9 is represented exactly
+    z = cheb.nodes(n)
+    assert z[0] == 0.0 and z[-1] == 1.0 and np.all(np.diff(z) > 0)
+    np.testing.assert_allclose(cheb.diff_matrix(n) @ poly(z), 27 * z**8 - 10 * z**4 + 2 * z, atol=1e-12)
+    zz = np.linspace(0, 1, 33)
+    np.testing.assert_allclose(cheb.evaluate(n, zz) @ poly(z), poly(zz), atol=1e-13)
+    assert cheb.quadrature_weights(n) @ poly(z) == pytest.approx(3 / 10 - 2 / 6 + 1 / 3 - 1, abs=1e-14)
+
+
+def test_degree_n_plus_one_is_not_exact():
+    # the fixture above is not trivially satisfied: one degree more and the derivative is wrong
+    n = 10
+    z = cheb.nodes(n)
+    assert np.abs(cheb.diff_matrix(n) @ z**14 - 14 * z**13).max() > 1e-3
+
+
+def test_three_halves_rule_gives_the_truncated_product():
+    n = 12
+    z = cheb.nodes(n)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=n), rng.normal(size=n)  # Chebyshev series of degree n−1 in ξ = 2z − 1
+    fa, fb = npc.chebval(2 * z - 1, a), npc.chebval(2 * z - 1, b)
+    up, down = cheb.dealias_matrices(n)
+    got = down @ ((up @ fa) * (up @ fb))
+    exact_coeffs = npc.chebmul(a, b)[:n]  # degree 2n−2 product truncated to degree n−1
+    np.testing.assert_allclose(got, npc.chebval(2 * z - 1, exact_coeffs), atol=1e-11)
+    aliased = fa * fb  # the plain collocation product differs
+    assert np.abs(aliased - got).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- the solver core
+
+
+def model(**kw):
+    args = dict(nx=32, nz=17, lx=4.0, rayleigh=1e5, prandtl=1.0, dt=0.02)
+    args.update(kw)
+    return rb.make_model(**args)
+
+
+def advance(m, s, n):
+    return jax.jit(lambda s: jax.lax.fori_loop(0, n, lambda _, x: m.step(x), s))(s)
+
+
+def test_conductive_state_is_exactly_steady(x64):
+    m = model()
+    s = advance(m, rb.conductive_state(m), 20)
+    for a in (s.omega_hat, s.psi_hat, s.theta_hat, s.mean_u):
+        assert float(jnp.max(jnp.abs(a))) == 0.0
+    d = m.diagnostics(s)
+    for name in ("nusselt_bottom", "nusselt_top", "nusselt_volume", "nusselt_thermal", "nusselt_kinetic"):
+        assert float(d[name]) == pytest.approx(1.0, abs=1e-12), name
+
+
+def test_convecting_flow_is_divergence_free_and_satisfies_the_wall_conditions(x64):
+    m = model()
+    s = advance(m, rb.perturbed_state(m, jax.random.PRNGKey(1), amplitude=0.3), 300)
+    u_hat, w_hat = m.velocity_hat(s)
+    u, w, th = (m.physical(f) for f in (u_hat, w_hat, s.theta_hat))
+    assert float(jnp.max(jnp.abs(w))) > 0.05  # it convects
+    assert float(m.divergence(s)) < 1e-11
+    for f in (u, w, th):  # no-slip, impermeable, fixed temperature
+        assert float(jnp.max(jnp.abs(f[jnp.array([0, -1])]))) < 1e-12
+    assert float(jnp.max(jnp.abs(s.mean_u[jnp.array([0, -1])]))) < 1e-14
+
+
+def growth_rate(ra, x64_key=0):
+    kc = 3.117  # critical wavenumber of rigid–rigid convection (Chandrasekhar 1961, Table III)
+    m = rb.make_model(nx=8, nz=20, lx=2 * math.pi / kc, rayleigh=ra, prandtl=1.0, dt=0.05)
+    s = rb.perturbed_state(m, jax.random.PRNGKey(x64_key), amplitude=1e-8)
+    s = advance(m, s, 800)  # t = 40: faster-decaying modes are gone
+    e0 = float(jnp.sum(jnp.abs(s.theta_hat) ** 2))
+    s = advance(m, s, 1200)  # t = 100
+    e1 = float(jnp.sum(jnp.abs(s.theta_hat) ** 2))
+    return 0.5 * math.log(e1 / e0) / 60.0
+
+
+def test_linear_stability_threshold_is_the_no_slip_critical_rayleigh_number(x64):
+    # Ra_c = 1707.76 at k_c = 3.117 for two no-slip, fixed-temperature walls (Chandrasekhar, "Hydrodynamic
+    # and Hydromagnetic Stability", 1961, §15). Small perturbations must decay below and grow above it.
+    ra_lo, ra_hi = 1650.0, 1770.0
+    s_lo, s_hi = growth_rate(ra_lo), growth_rate(ra_hi)
+    assert s_lo < 0 < s_hi, (s_lo, s_hi)
+    ra_zero = ra_lo - s_lo * (ra_hi - ra_lo) / (s_hi - s_lo)
+    assert abs(ra_zero / 1707.76 - 1) < 0.01, f"growth-rate zero crossing at Ra = {ra_zero:.2f}"
+
+
+def test_rk222_is_second_order(x64):
+    def final(dt):
+        m = model(nx=16, nz=13, rayleigh=2e4, dt=dt)
+        s = rb.perturbed_state(m, jax.random.PRNGKey(3), amplitude=0.5)
+        return advance(m, s, round(1.0 / dt)).theta_hat
+
+    ref = final(0.1 / 16)
+    errors = [float(jnp.max(jnp.abs(final(dt) - ref))) for dt in (0.1, 0.05, 0.025)]
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert errors[-1] > 1e-12 and np.all(np.abs(rates - rb.ORDER) < 0.25), f"orders {rates}, errors {errors}"
+
+
+def test_float32_agrees_with_float64():
+    def run(dtype):
+        m = model(dtype=dtype)
+        s = rb.perturbed_state(m, jax.random.PRNGKey(2), amplitude=0.3)
+        return np.asarray(m.physical(advance(m, s, 100).theta_hat))
+
+    with jax.enable_x64(True):
+        t64 = run(jnp.float64)
+    t32 = run(jnp.float32)
+    assert t32.dtype == np.float32
+    rel = np.linalg.norm(t32 - t64) / np.linalg.norm(t64)
+    assert rel < 1e-4, f"relative L2 difference {rel:.2e}"
+
+
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        (dict(nx=7), "--nx must be an even integer"),
+        (dict(nz=5), "--nz must be >= 8"),
+        (dict(lx=0.0), "--aspect must be > 0"),
+        (dict(rayleigh=-1.0), "--rayleigh must be > 0"),
+        (dict(prandtl=0.0), "--prandtl must be > 0"),
+        (dict(dt=0.0), "--dt must be > 0"),
+    ],
+)
+def test_bad_parameters_are_rejected(kw, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        model(**kw)
