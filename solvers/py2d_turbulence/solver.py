@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
-import time as walltime
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
-from ..common import hdf5_utils
+from ..common import driver, hdf5_utils
+from ..common.driver import BlowUpError  # noqa: F401  (re-exported for the CLI)
 from . import initial_conditions
 from .py2d_core import (
     LENGTH,
@@ -56,19 +56,6 @@ IC_KINDS = ("random", "taylor_green")
 PRECISIONS = ("float32", "float64")
 SOLVER_NAME = "solvers.py2d_turbulence"
 SEED_DERIVATION = "trajectory m starts from jax.random.fold_in(jax.random.PRNGKey(seed), m)"
-
-
-class BlowUpError(RuntimeError):
-    """A non-finite value appeared during the run; every earlier frame is kept in the file."""
-
-
-def _steps(value: float, dt: float, name: str, allow_zero: bool = False) -> int:
-    """``value`` as an integer number of time steps, or a one-line ValueError."""
-    ratio = value / dt
-    n = round(ratio)
-    if abs(ratio - n) > 1e-9 * max(1.0, abs(ratio)) or n < (0 if allow_zero else 1):
-        raise ValueError(f"--{name} must be a positive multiple of --dt={dt:g} (got {value:g} = {ratio:.6g} steps)")
-    return n
 
 
 @dataclass(frozen=True)
@@ -107,8 +94,8 @@ class Py2DConfig:
             raise ValueError(f"--t_total must be > 0 (got {self.t_total:g})")
         if not self.save_interval > 0:
             raise ValueError(f"--save_interval must be > 0 (got {self.save_interval:g})")
-        save_every = _steps(self.save_interval, self.dt, "save_interval")
-        _steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
+        save_every = driver.as_steps(self.save_interval, self.dt, "save_interval")
+        driver.as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
         n = self.t_total / self.save_interval
         if abs(n - round(n)) > 1e-9 * max(1.0, n):
             raise ValueError(
@@ -156,11 +143,11 @@ class Py2DConfig:
     # --- derived quantities -----------------------------------------------------------------
     @property
     def save_every(self) -> int:
-        return _steps(self.save_interval, self.dt, "save_interval")
+        return driver.as_steps(self.save_interval, self.dt, "save_interval")
 
     @property
     def spinup_steps(self) -> int:
-        return _steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
+        return driver.as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
 
     @property
     def n_frames(self) -> int:
@@ -240,48 +227,63 @@ def repeated(step: Callable[[State], State], n: int) -> Callable[[State], State]
 
 @dataclass(frozen=True)
 class Simulation:
-    """What a run needs, built once: equation, scheme step and the jitted ensemble functions."""
+    """The turbulence solver's building blocks for ``solvers.common.driver``; built by :func:`make_simulation`."""
 
     cfg: Py2DConfig
     eq: Py2DEquation
-    step: Callable[[State], State]
-    init: Callable  # (M, ny, nx) physical float64 → batched State
-    chunk: Callable  # State → (State, fields dict (M, ny, nx) float32, diagnostics (k, M, n_diag), finite (M,))
+    init: Callable  # (M, ny, nx) physical → batched State
+    chunk: Callable  # State → (State, fields dict (M, ny, nx) float32, diagnostics (rows, M, n_diag), finite (M,))
     advance: Callable  # (State, n_steps) → State, for the spin-up
     frame: Callable  # State → fields dict
     sharding: NamedSharding
+    diagnostic_names: tuple[str, ...] = DIAGNOSTICS
+    progress_diagnostics = MappingProxyType({"cfl": "cfl"})
 
-    def place(self, tree):
-        """Lay host arrays (the same full arrays on every process) out over the devices along the trajectory
-        axis; on several processes each one fills only its own shards."""
-        if jax.process_count() == 1:
-            return jax.device_put(tree, self.sharding)
-        return jax.tree.map(
-            lambda x: jax.make_array_from_callback(np.shape(x), self.sharding, lambda idx: np.asarray(x)[idx]), tree
+    def initial_state(self) -> State:
+        cfg = self.cfg
+        omega0 = np.stack([initial_vorticity(cfg, m) for m in range(cfg.n_trajectories)])
+        return self.init(driver.place(omega0.astype(np.dtype(cfg.dtype)), self.sharding))
+
+    def check_initial(self, state: State) -> str:
+        """ValueError if the largest initial CFL number exceeds the scheme's limit."""
+        cfg = self.cfg
+        cfl = float(jnp.max(cfl_number(state.omega_hat, self.eq.grid, cfg.dt)))
+        limit = SCHEMES[cfg.scheme].cfl_limit
+        if cfl > limit:
+            raise ValueError(
+                f"initial CFL {cfl:.3g} exceeds the {cfg.scheme} limit {limit:g}; "
+                f"use --dt <= {cfg.dt * limit / cfl:.3g}"
+            )
+        return f"initial CFL {cfl:.3f}"
+
+    def state_arrays(self, host: State) -> dict[str, np.ndarray]:
+        return {"omega_hat": host.omega_hat, "history": host.history, "step_counter": host.step}
+
+    def state_from_arrays(self, arrays: dict[str, np.ndarray]) -> State:
+        return State(arrays["omega_hat"], arrays["history"], arrays["step_counter"])
+
+    def new_writer(self, path: Path, overwrite: bool, argv) -> hdf5_utils.GustWriter:
+        cfg = self.cfg
+        m, n = cfg.n_trajectories, cfg.NX
+        cdtype = np.dtype(np.complex128 if cfg.precision == "float64" else np.complex64)
+        x = np.asarray(initial_conditions.coordinates(n))
+        return hdf5_utils.create_writer(
+            path,
+            fields=cfg.fields,
+            shape=(n, n),
+            n_samples=cfg.n_frames * m,
+            grid=hdf5_utils.Grid(x=x, y=x, bc_x="periodic", bc_y="periodic", length_x=LENGTH, length_y=LENGTH),
+            diagnostics=DIAGNOSTICS,
+            n_diag=(cfg.n_frames - 1) * (cfg.save_every // cfg.diag_interval_steps),
+            n_trajectories=m,
+            state_spec={
+                "omega_hat": ((m, n, n // 2 + 1), cdtype),
+                "history": ((m, n, n // 2 + 1), cdtype),
+                "step_counter": ((m,), np.dtype(np.int32)),
+            },
+            attrs=file_attrs(cfg, argv),
+            overwrite=overwrite,
         )
-
-
-def trajectory_sharding(n_trajectories: int) -> NamedSharding:
-    """Shard the trajectory axis over as many devices as divide M (all devices of all processes when
-    running under ``jax.distributed``, where M must then be a multiple of the global device count)."""
-    devices = jax.devices()
-    if jax.process_count() > 1 and n_trajectories % len(devices):
-        raise ValueError(
-            f"--n_trajectories must be a multiple of the {len(devices)} devices of the distributed run "
-            f"(got {n_trajectories})"
-        )
-    n_use = math.gcd(n_trajectories, len(devices))
-    mesh = Mesh(np.array(devices[:n_use]), ("traj",))
-    return NamedSharding(mesh, PartitionSpec("traj"))
-
-
-def gather(tree):
-    """Bring a (possibly multi-process sharded) pytree to host numpy arrays, complete on every process."""
-    if jax.process_count() == 1:
-        return jax.tree.map(np.asarray, jax.device_get(tree))
-    from jax.experimental import multihost_utils
-
-    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
 def make_simulation(cfg: Py2DConfig) -> Simulation:
@@ -308,49 +310,15 @@ def make_simulation(cfg: Py2DConfig) -> Simulation:
     def advance_one(state: State, n_steps):
         return jax.lax.fori_loop(0, n_steps, lambda _, s: step(s), state)
 
-    sharding = trajectory_sharding(cfg.n_trajectories)
-    chunk = jax.jit(jax.vmap(chunk_one, out_axes=(0, 0, 1, 0)))
     return Simulation(
         cfg=cfg,
         eq=eq,
-        step=step,
         init=jax.jit(jax.vmap(init_one)),
-        chunk=chunk,
+        chunk=jax.jit(jax.vmap(chunk_one, out_axes=(0, 0, 1, 0))),
         advance=jax.jit(jax.vmap(advance_one, in_axes=(0, None))),
         frame=jax.jit(jax.vmap(lambda s: output_fields(s.omega_hat, eq, cfg.fields))),
-        sharding=sharding,
+        sharding=driver.trajectory_sharding(cfg.n_trajectories),
     )
-
-
-def initial_state(sim: Simulation) -> State:
-    cfg = sim.cfg
-    omega0 = np.stack([initial_vorticity(cfg, m) for m in range(cfg.n_trajectories)])
-    return sim.init(sim.place(omega0.astype(np.dtype(cfg.dtype))))
-
-
-def check_initial_cfl(sim: Simulation, state: State) -> float:
-    """Largest initial CFL over the ensemble; ValueError if it exceeds the scheme's limit."""
-    cfg = sim.cfg
-    cfl = float(jnp.max(cfl_number(state.omega_hat, sim.eq.grid, cfg.dt)))
-    limit = SCHEMES[cfg.scheme].cfl_limit
-    if cfl > limit:
-        raise ValueError(
-            f"initial CFL {cfl:.3g} exceeds the {cfg.scheme} limit {limit:g}; use --dt <= {cfg.dt * limit / cfl:.3g}"
-        )
-    return cfl
-
-
-# ------------------------------------------------------------------------------------ output file
-
-
-def _state_spec(cfg: Py2DConfig) -> dict:
-    m, n = cfg.n_trajectories, cfg.NX
-    cdtype = np.complex128 if cfg.precision == "float64" else np.complex64
-    return {
-        "omega_hat": ((m, n, n // 2 + 1), np.dtype(cdtype)),
-        "history": ((m, n, n // 2 + 1), np.dtype(cdtype)),
-        "step_counter": ((m,), np.dtype(np.int32)),
-    }
 
 
 def file_attrs(cfg: Py2DConfig, argv: list[str] | None) -> dict:
@@ -384,129 +352,6 @@ def file_attrs(cfg: Py2DConfig, argv: list[str] | None) -> dict:
     return attrs
 
 
-def _check_same_config(cfg: Py2DConfig, stored_json: str, path: Path) -> None:
-    stored, mine = json.loads(stored_json), json.loads(cfg.to_json())
-    diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
-    if diff:
-        raise ValueError(f"--resume: {path} was written with different settings ({', '.join(diff)}); rerun with those")
-
-
-def _open_output(cfg: Py2DConfig, path: Path, *, overwrite: bool, resume: bool, argv):
-    """The writer: the existing file reopened to resume it, or a new file (refused if one exists, unless
-    ``overwrite``)."""
-    if resume:
-        return hdf5_utils.open_for_resume(path)
-    x = np.asarray(initial_conditions.coordinates(cfg.NX))
-    grid = hdf5_utils.Grid(x=x, y=x, bc_x="periodic", bc_y="periodic", length_x=LENGTH, length_y=LENGTH)
-    writer = hdf5_utils.create_writer(
-        path,
-        fields=cfg.fields,
-        shape=(cfg.NX, cfg.NX),
-        n_samples=cfg.n_frames * cfg.n_trajectories,
-        grid=grid,
-        diagnostics=DIAGNOSTICS,
-        n_diag=(cfg.n_frames - 1) * (cfg.save_every // cfg.diag_interval_steps),
-        n_trajectories=cfg.n_trajectories,
-        state_spec=_state_spec(cfg),
-        attrs=file_attrs(cfg, argv),
-        overwrite=overwrite,
-    )
-    return writer
-
-
-class _NoWriter:
-    """Stands in for the writer on processes other than 0 of a distributed run: they compute, 0 writes."""
-
-    n_samples_written = 0
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-def _write_frame(writer, cfg: Py2DConfig, frame: int, fields: dict, state: State) -> None:
-    m = cfg.n_trajectories
-    step = cfg.spinup_steps + frame * cfg.save_every
-    writer.write_samples(
-        fields,
-        time=np.full(m, step * cfg.dt),
-        trajectory=np.arange(m, dtype=np.int64),
-        step=np.full(m, step, dtype=np.int64),
-    )
-    host = gather(state)
-    writer.write_state(
-        {"omega_hat": host.omega_hat, "history": host.history, "step_counter": host.step}, step, step * cfg.dt
-    )
-
-
-# ------------------------------------------------------------------------------------ the driver
-
-
-def _spin_up(sim: Simulation, state: State, progress: bool) -> State:
-    """Advance the unsaved spin-up in pieces of one save interval, with its own progress bar."""
-    from tqdm import tqdm
-
-    cfg = sim.cfg
-    done = 0
-    with tqdm(total=cfg.spinup_steps, unit="step", desc="spin-up", disable=not progress, file=sys.stderr) as bar:
-        while done < cfg.spinup_steps:
-            n = min(cfg.save_every, cfg.spinup_steps - done)
-            state = sim.advance(state, n)
-            jax.block_until_ready(state)
-            done += n
-            bar.update(n)
-    return state
-
-
-def _stop(writer, msg: str):
-    """Close the file as incomplete, saying why, and raise."""
-    writer.finalize(complete=False, stop_reason=msg)
-    raise BlowUpError(msg)
-
-
-def _run_frames(sim: Simulation, writer, state: State, start: int, progress: bool) -> None:
-    """Advance and write frames ``start … n_frames−1``, committing each one.
-
-    The next chunk is dispatched before the current one is checked and written, so on an accelerator the
-    HDF5 writes overlap the computation; a non-finite chunk stops the run before it is written.
-    """
-    from tqdm import tqdm
-
-    cfg = sim.cfg
-    cfl_col = DIAGNOSTICS.index("cfl")
-    bar = tqdm(
-        total=cfg.n_frames - 1,
-        initial=start - 1,
-        unit="frame",
-        disable=not progress,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
-    pending = sim.chunk(state) if start < cfg.n_frames else None
-    with bar:
-        for frame in range(start, cfg.n_frames):
-            t0 = walltime.perf_counter()
-            new_state, fields, diags, finite = pending
-            fields, diags, finite = gather((fields, diags, finite))
-            pending = sim.chunk(new_state) if frame + 1 < cfg.n_frames else None
-            if not finite.all():
-                t_bad = (cfg.spinup_steps + frame * cfg.save_every) * cfg.dt
-                _stop(
-                    writer,
-                    f"blow-up: non-finite vorticity in trajectory {int(np.argmin(finite))} by t = {t_bad:g}; "
-                    f"kept {frame} good frames; reduce --dt or raise --NX",
-                )
-            diags = np.asarray(diags, dtype=np.float64)
-            first = cfg.spinup_steps + (frame - 1) * cfg.save_every
-            t_diag = (first + cfg.diag_interval_steps * np.arange(1, diags.shape[0] + 1)) * cfg.dt
-            writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(DIAGNOSTICS)})
-            _write_frame(writer, cfg, frame, fields, new_state)
-            writer.commit()
-            rate = cfg.save_every / max(walltime.perf_counter() - t0, 1e-12)
-            cfl = float(diags[:, :, cfl_col].max())
-            bar.set_postfix(t=f"{t_diag[-1]:.4g}", steps_s=f"{rate:.0f}", cfl=f"{cfl:.3f}", refresh=False)
-            bar.update(1)
-
-
 def run(
     cfg: Py2DConfig,
     output_dir: str | Path,
@@ -519,63 +364,10 @@ def run(
 ) -> Path:
     """Run the simulation described by ``cfg`` into ``output_dir``; return the output path.
 
-    Raises ValueError for bad settings (before anything is written), FileExistsError for an
-    existing output without ``overwrite``/``resume``, and BlowUpError when the solution becomes
-    non-finite (the file then holds every good frame and says why it stopped).
+    Raises ValueError for bad settings (before anything is written), FileExistsError for an existing
+    output without ``overwrite``/``resume``, and BlowUpError when the solution becomes non-finite (the
+    file then holds every good frame and says why it stopped). See ``solvers.common.driver``.
     """
-    output_dir = Path(output_dir)
-    path = output_dir / cfg.output_name()
-    is_writer = jax.process_index() == 0
-    if not is_writer:
-        progress, log = False, lambda s: None
-    resumed = resume and path.exists()
-    if path.exists() and not (overwrite or resume):
-        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it")
-    saved = None
-    if resumed:
-        with hdf5_utils.open_dataset(path) as existing:
-            _check_same_config(cfg, existing.attrs.get("config", "{}"), path)
-            if existing.complete:
-                log(f"{path} is already complete ({existing.n_samples} samples); nothing to resume")
-                return path
-            if existing.n_samples % cfg.n_trajectories:
-                raise hdf5_utils.GustFormatError(f"{path}: committed samples not a multiple of the trajectories")
-            start = existing.n_samples // cfg.n_trajectories
-            saved, _, _ = existing.read_state()
-    with jax.enable_x64(cfg.precision == "float64"):
-        sim = make_simulation(cfg)
-        fresh = initial_state(sim)
-        cfl0 = check_initial_cfl(sim, fresh)
-        if jax.process_count() > 1:  # every process has read what it needs before process 0 opens the file
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("gust: before opening the output")
-        if is_writer:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            writer = _open_output(cfg, path, overwrite=overwrite, resume=resumed, argv=argv)
-        else:
-            writer = _NoWriter()
-        try:
-            if resumed:
-                state = sim.place(State(saved["omega_hat"], saved["history"], saved["step_counter"]))
-                t_start = int(saved["step_counter"][0]) * cfg.dt
-                log(f"resuming {path} at frame {start}/{cfg.n_frames} (t = {t_start:g})")
-            else:
-                state = fresh
-                log(f"writing {path}  (initial CFL {cfl0:.3f}, {len(jax.devices())} device(s))")
-                if cfg.spinup_steps:
-                    state = _spin_up(sim, state, progress)
-                    if not np.isfinite(gather(state.omega_hat)).all():
-                        _stop(
-                            writer, f"blow-up during the spin-up (t < {cfg.spinup_time:g}); reduce --dt or raise --NX"
-                        )
-                _write_frame(writer, cfg, 0, gather(sim.frame(state)), state)
-                writer.commit()
-                start = 1
-
-            _run_frames(sim, writer, state, start, progress)
-            writer.finalize(complete=True, stop_reason="completed")
-        except BaseException:
-            writer.close()
-            raise
-    return path
+    return driver.run(
+        make_simulation, cfg, output_dir, overwrite=overwrite, resume=resume, progress=progress, argv=argv, log=log
+    )

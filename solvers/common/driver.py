@@ -1,0 +1,282 @@
+"""The run loop shared by Gust's solvers: ensembles over devices, chunked jitted time stepping, HDF5 output,
+crash-safe commits, resume, blow-up handling and the progress bar.
+
+A solver supplies a :class:`Simulation` (its configuration and jitted functions); :func:`run` does the rest:
+
+1. refuses an existing output unless ``overwrite`` or ``resume``; on resume checks that the stored
+   configuration equals this one and reads the saved full-precision state;
+2. builds the initial ensemble state, laid out over all devices along the trajectory axis
+   (:func:`trajectory_sharding`; on several processes under ``jax.distributed`` each holds its shards);
+3. runs the unsaved spin-up, writes frame 0, then advances one save interval per jitted ``chunk`` call,
+   dispatching the next chunk before writing the current one so that I/O overlaps computation;
+4. after each frame writes samples, diagnostics and the state, then commits (``hdf5_utils``), so a killed
+   run keeps every committed frame and resumes bit-for-bit;
+5. stops on a non-finite value, keeping every good frame, with the reason in the file.
+
+Only process 0 writes; the others compute their shards and take part in the gathers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time as walltime
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from . import hdf5_utils
+
+
+class BlowUpError(RuntimeError):
+    """A non-finite value appeared during the run; every earlier frame is kept in the file."""
+
+
+def as_steps(value: float, dt: float, name: str, allow_zero: bool = False) -> int:
+    """``value`` as an integer number of time steps of size ``dt``, or a one-line ValueError naming ``--name``."""
+    ratio = value / dt
+    n = round(ratio)
+    if abs(ratio - n) > 1e-9 * max(1.0, abs(ratio)) or n < (0 if allow_zero else 1):
+        raise ValueError(f"--{name} must be a positive multiple of --dt={dt:g} (got {value:g} = {ratio:.6g} steps)")
+    return n
+
+
+class RunConfig(Protocol):
+    """What the driver reads from a solver's frozen config."""
+
+    n_trajectories: int
+    precision: str
+    dt: float
+
+    @property
+    def n_frames(self) -> int: ...
+    @property
+    def save_every(self) -> int: ...
+    @property
+    def spinup_steps(self) -> int: ...
+    @property
+    def diag_interval_steps(self) -> int: ...
+    def to_json(self) -> str: ...
+    def output_name(self) -> str: ...
+
+
+class Simulation(Protocol):
+    """A solver's jitted building blocks, on batched (trajectory-first) states."""
+
+    cfg: RunConfig
+    diagnostic_names: tuple[str, ...]
+    progress_diagnostics: dict[str, str]  # diagnostic name → progress-bar label (max over the ensemble)
+
+    def initial_state(self) -> Any: ...  # placed on the devices
+    def check_initial(self, state) -> str: ...  # ValueError if the run must not start; else a log note
+    def advance(self, state, n_steps: int) -> Any: ...
+    def chunk(self, state) -> tuple[Any, dict, Any, Any]: ...  # (state, fields, diags (rows, M, n), finite (M,))
+    def frame(self, state) -> dict: ...  # output fields of a state
+    def state_arrays(self, host_state) -> dict[str, np.ndarray]: ...  # what write_state stores
+    def state_from_arrays(self, arrays: dict[str, np.ndarray]) -> Any: ...  # host pytree, inverse of the above
+    def new_writer(self, path: Path, overwrite: bool, argv) -> hdf5_utils.GustWriter: ...
+
+
+# ------------------------------------------------------------------------------------ devices
+
+
+def trajectory_sharding(n_trajectories: int) -> NamedSharding:
+    """Shard the trajectory axis over as many devices as divide M (all devices of all processes under
+    ``jax.distributed``, where M must then be a multiple of the global device count)."""
+    devices = jax.devices()
+    if jax.process_count() > 1 and n_trajectories % len(devices):
+        raise ValueError(
+            f"--n_trajectories must be a multiple of the {len(devices)} devices of the distributed run "
+            f"(got {n_trajectories})"
+        )
+    n_use = math.gcd(n_trajectories, len(devices))
+    return NamedSharding(Mesh(np.array(devices[:n_use]), ("traj",)), PartitionSpec("traj"))
+
+
+def place(tree, sharding: NamedSharding):
+    """Lay host arrays (the same full arrays on every process) out over the devices along the trajectory
+    axis; on several processes each one fills only its own shards."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]), tree
+    )
+
+
+def gather(tree):
+    """Bring a (possibly multi-process sharded) pytree to host numpy arrays, complete on every process."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, jax.device_get(tree))
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+
+class _NoWriter:
+    """Stands in for the writer on processes other than 0 of a distributed run: they compute, 0 writes."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _check_same_config(cfg: RunConfig, stored_json: str, path: Path) -> None:
+    stored, mine = json.loads(stored_json), json.loads(cfg.to_json())
+    diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+    if diff:
+        raise ValueError(f"--resume: {path} was written with different settings ({', '.join(diff)}); rerun with those")
+
+
+def _stop(writer, msg: str):
+    """Close the file as incomplete, saying why, and raise."""
+    writer.finalize(complete=False, stop_reason=msg)
+    raise BlowUpError(msg)
+
+
+def _write_frame(sim: Simulation, writer, frame: int, fields: dict, state) -> None:
+    cfg = sim.cfg
+    m = cfg.n_trajectories
+    step = cfg.spinup_steps + frame * cfg.save_every
+    writer.write_samples(
+        fields,
+        time=np.full(m, step * cfg.dt),
+        trajectory=np.arange(m, dtype=np.int64),
+        step=np.full(m, step, dtype=np.int64),
+    )
+    writer.write_state(sim.state_arrays(gather(state)), step, step * cfg.dt)
+
+
+def _spin_up(sim: Simulation, state, progress: bool):
+    """Advance the unsaved spin-up in pieces of one save interval, with its own progress bar."""
+    from tqdm import tqdm
+
+    cfg = sim.cfg
+    done = 0
+    with tqdm(total=cfg.spinup_steps, unit="step", desc="spin-up", disable=not progress, file=sys.stderr) as bar:
+        while done < cfg.spinup_steps:
+            n = min(cfg.save_every, cfg.spinup_steps - done)
+            state = sim.advance(state, n)
+            jax.block_until_ready(state)
+            done += n
+            bar.update(n)
+    return state
+
+
+def _run_frames(sim: Simulation, writer, state, start: int, progress: bool) -> None:
+    """Advance and write frames ``start … n_frames−1``, committing each one. The next chunk is dispatched
+    before the current one is checked and written; a non-finite chunk stops the run before it is written."""
+    from tqdm import tqdm
+
+    cfg = sim.cfg
+    names = sim.diagnostic_names
+    shown = {label: names.index(name) for name, label in sim.progress_diagnostics.items()}
+    bar = tqdm(
+        total=cfg.n_frames - 1,
+        initial=start - 1,
+        unit="frame",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    pending = sim.chunk(state) if start < cfg.n_frames else None
+    with bar:
+        for frame in range(start, cfg.n_frames):
+            t0 = walltime.perf_counter()
+            new_state, fields, diags, finite = pending
+            fields, diags, finite = gather((fields, diags, finite))
+            pending = sim.chunk(new_state) if frame + 1 < cfg.n_frames else None
+            if not finite.all():
+                t_bad = (cfg.spinup_steps + frame * cfg.save_every) * cfg.dt
+                _stop(
+                    writer,
+                    f"blow-up: non-finite values in trajectory {int(np.argmin(finite))} by t = {t_bad:g}; "
+                    f"kept {frame} good frames; reduce --dt or raise the resolution",
+                )
+            diags = np.asarray(diags, dtype=np.float64)
+            first = cfg.spinup_steps + (frame - 1) * cfg.save_every
+            t_diag = (first + cfg.diag_interval_steps * np.arange(1, diags.shape[0] + 1)) * cfg.dt
+            writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(names)})
+            _write_frame(sim, writer, frame, fields, new_state)
+            writer.commit()
+            rate = cfg.save_every / max(walltime.perf_counter() - t0, 1e-12)
+            post = {label: f"{diags[:, :, i].max():.3f}" for label, i in shown.items()}
+            bar.set_postfix(t=f"{t_diag[-1]:.4g}", steps_s=f"{rate:.0f}", **post, refresh=False)
+            bar.update(1)
+
+
+def run(
+    make_simulation: Callable[[Any], Simulation],
+    cfg: RunConfig,
+    output_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    argv: list[str] | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> Path:
+    """Run ``make_simulation(cfg)`` into ``output_dir / cfg.output_name()``; return the output path.
+
+    The simulation is built and run inside ``jax.enable_x64(cfg.precision == "float64")``. Raises
+    ValueError for bad settings (before anything is written), FileExistsError for an existing output
+    without ``overwrite``/``resume``, and BlowUpError when the solution becomes non-finite.
+    """
+    output_dir = Path(output_dir)
+    path = output_dir / cfg.output_name()
+    is_writer = jax.process_index() == 0
+    if not is_writer:
+        progress, log = False, lambda s: None
+    resumed = resume and path.exists()
+    if path.exists() and not (overwrite or resume):
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it")
+    saved = None
+    if resumed:
+        with hdf5_utils.open_dataset(path) as existing:
+            _check_same_config(cfg, existing.attrs.get("config", "{}"), path)
+            if existing.complete:
+                log(f"{path} is already complete ({existing.n_samples} samples); nothing to resume")
+                return path
+            if existing.n_samples % cfg.n_trajectories:
+                raise hdf5_utils.GustFormatError(f"{path}: committed samples not a multiple of the trajectories")
+            start = existing.n_samples // cfg.n_trajectories
+            saved, _, _ = existing.read_state()
+    with jax.enable_x64(cfg.precision == "float64"):
+        sim = make_simulation(cfg)
+        fresh = sim.initial_state()
+        note = sim.check_initial(fresh)
+        if jax.process_count() > 1:  # every process has read what it needs before process 0 opens the file
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("gust: before opening the output")
+        if is_writer:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            writer = hdf5_utils.open_for_resume(path) if resumed else sim.new_writer(path, overwrite, argv)
+        else:
+            writer = _NoWriter()
+        try:
+            if resumed:
+                state = place(sim.state_from_arrays(saved), trajectory_sharding(cfg.n_trajectories))
+                log(f"resuming {path} at frame {start}/{cfg.n_frames}")
+            else:
+                state = fresh
+                log(f"writing {path}  ({note}, {len(jax.devices())} device(s))")
+                if cfg.spinup_steps:
+                    state = _spin_up(sim, state, progress)
+                    if not np.all([np.isfinite(a).all() for a in jax.tree.leaves(gather(state))]):
+                        _stop(writer, f"blow-up during the spin-up (t < {cfg.spinup_steps * cfg.dt:g}); reduce --dt")
+                _write_frame(sim, writer, 0, gather(sim.frame(state)), state)
+                writer.commit()
+                start = 1
+            _run_frames(sim, writer, state, start, progress)
+            writer.finalize(complete=True, stop_reason="completed")
+        except BaseException:
+            writer.close()
+            raise
+    return path
