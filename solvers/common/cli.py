@@ -30,3 +30,26 @@ def fail(prog: str, message: str, code: int = EXIT_BAD_INPUT) -> int:
 def comma_list(text: str) -> tuple[str, ...]:
     """Parse ``a,b,c`` into a tuple of stripped, non-empty names."""
     return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags to join a multi-process run through ``jax.distributed`` (process 0 writes the output)."""
+    g = parser.add_argument_group("several hosts (jax.distributed; process 0 writes the file)")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() (auto-detects SLURM, Open MPI, ... launchers)",
+    )
+    g.add_argument("--coordinator_address", default=None, help="host:port of process 0 (implies --distributed)")
+    g.add_argument("--num_processes", type=int, default=None, help="number of processes (with --coordinator_address)")
+    g.add_argument("--process_id", type=int, default=None, help="this process' index (with --coordinator_address)")
+
+
+def init_distributed(args: argparse.Namespace) -> None:
+    """Join a multi-process JAX run before any computation, if the flags ask for it."""
+    if not (args.distributed or args.coordinator_address):
+        return
+    import jax
+
+    keys = ("coordinator_address", "num_processes", "process_id")
+    jax.distributed.initialize(**{k: getattr(args, k) for k in keys if getattr(args, k) is not None})

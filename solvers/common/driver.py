@@ -79,6 +79,7 @@ class Simulation(Protocol):
     def frame(self, state) -> dict: ...  # output fields of a state
     def state_arrays(self, host_state) -> dict[str, np.ndarray]: ...  # what write_state stores
     def state_from_arrays(self, arrays: dict[str, np.ndarray]) -> Any: ...  # host pytree, inverse of the above
+    def check_chunk(self, diags: np.ndarray, finite: np.ndarray) -> str | None: ...  # why to stop, or None
     def new_writer(self, path: Path, overwrite: bool, argv) -> hdf5_utils.GustWriter: ...
 
 
@@ -140,6 +141,13 @@ def _stop(writer, msg: str):
     raise BlowUpError(msg)
 
 
+def non_finite(finite: np.ndarray) -> str | None:
+    """The standard chunk check: the message for the first trajectory that went non-finite, or None."""
+    if finite.all():
+        return None
+    return f"blow-up: non-finite values in trajectory {int(np.argmin(finite))}; reduce --dt or raise the resolution"
+
+
 def _write_frame(sim: Simulation, writer, frame: int, fields: dict, state) -> None:
     cfg = sim.cfg
     m = cfg.n_trajectories
@@ -192,14 +200,11 @@ def _run_frames(sim: Simulation, writer, state, start: int, progress: bool) -> N
             new_state, fields, diags, finite = pending
             fields, diags, finite = gather((fields, diags, finite))
             pending = sim.chunk(new_state) if frame + 1 < cfg.n_frames else None
-            if not finite.all():
-                t_bad = (cfg.spinup_steps + frame * cfg.save_every) * cfg.dt
-                _stop(
-                    writer,
-                    f"blow-up: non-finite values in trajectory {int(np.argmin(finite))} by t = {t_bad:g}; "
-                    f"kept {frame} good frames; reduce --dt or raise the resolution",
-                )
             diags = np.asarray(diags, dtype=np.float64)
+            problem = sim.check_chunk(diags, finite)
+            if problem:
+                t_bad = (cfg.spinup_steps + frame * cfg.save_every) * cfg.dt
+                _stop(writer, f"{problem} by t = {t_bad:g}; kept {frame} good frames")
             first = cfg.spinup_steps + (frame - 1) * cfg.save_every
             t_diag = (first + cfg.diag_interval_steps * np.arange(1, diags.shape[0] + 1)) * cfg.dt
             writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(names)})

@@ -983,6 +983,9 @@ def validate(path: str | os.PathLike) -> list[str]:
             problems.append(f"marked complete but only {n}/{n_planned} samples written")
 
         frame_bytes = layout.shape[0] * layout.shape[1] * 4
+        # A constant frame is suspect (unwritten or collapsed data), except at step 0: an initial condition
+        # may legitimately be uniform (e.g. convection starting from rest).
+        initial = f["samples"]["step"][:n] == 0
         for name in layout.fields:
             ds = f["fields"][name]
             nonfinite, constant = [], []
@@ -990,7 +993,7 @@ def validate(path: str | os.PathLike) -> list[str]:
                 frames = ds[start:stop].reshape(stop - start, -1)
                 finite = np.isfinite(frames).all(axis=1)
                 nonfinite.extend((start + np.flatnonzero(~finite)).tolist())
-                flat = frames.min(axis=1) == frames.max(axis=1)
+                flat = (frames.min(axis=1) == frames.max(axis=1)) & ~initial[start:stop]
                 constant.extend((start + np.flatnonzero(flat & finite)).tolist())
             if nonfinite:
                 problems.append(

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import sys
 
-from ..common.cli import EXIT_RUN_FAILED, OneLineArgumentParser, comma_list, fail
+from ..common.cli import (
+    EXIT_RUN_FAILED,
+    OneLineArgumentParser,
+    add_distributed_flags,
+    comma_list,
+    fail,
+    init_distributed,
+)
 from .schemes import SCHEMES
 from .solver import FIELDS, IC_KINDS, PRECISIONS, BlowUpError, Py2DConfig, run
 
@@ -109,30 +116,8 @@ def build_parser() -> OneLineArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last committed frame")
     g.add_argument("--no_progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("several hosts (jax.distributed; process 0 writes the file)")
-    g.add_argument(
-        "--distributed",
-        action="store_true",
-        help="call jax.distributed.initialize() (auto-detects SLURM, Open MPI, ... launchers)",
-    )
-    g.add_argument("--coordinator_address", default=None, help="host:port of process 0 (implies --distributed)")
-    g.add_argument("--num_processes", type=int, default=None, help="number of processes (with --coordinator_address)")
-    g.add_argument("--process_id", type=int, default=None, help="this process' index (with --coordinator_address)")
+    add_distributed_flags(p)
     return p
-
-
-def init_distributed(args) -> None:
-    """Join a multi-process JAX run before any computation, if asked to."""
-    if not (args.distributed or args.coordinator_address):
-        return
-    import jax
-
-    kwargs = {
-        k: getattr(args, k)
-        for k in ("coordinator_address", "num_processes", "process_id")
-        if getattr(args, k) is not None
-    }
-    jax.distributed.initialize(**kwargs)
 
 
 def config_from_args(args) -> Py2DConfig:

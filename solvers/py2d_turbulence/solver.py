@@ -262,6 +262,9 @@ class Simulation:
     def state_from_arrays(self, arrays: dict[str, np.ndarray]) -> State:
         return State(arrays["omega_hat"], arrays["history"], arrays["step_counter"])
 
+    def check_chunk(self, diags: np.ndarray, finite: np.ndarray) -> str | None:
+        return driver.non_finite(finite)
+
     def new_writer(self, path: Path, overwrite: bool, argv) -> hdf5_utils.GustWriter:
         cfg = self.cfg
         m, n = cfg.n_trajectories, cfg.NX

@@ -1,0 +1,345 @@
+"""Run configuration of the Rayleigh–Bénard solver and its building blocks for ``solvers.common.driver``.
+
+Physics and numerics are in ``rb_core.py``; this module turns a frozen :class:`RBConfig` into jitted
+ensemble functions (``vmap`` over trajectories, sharded over devices) and output fields, and runs them
+through the shared driver (crash-safe HDF5 output, resume, progress bar). Trajectory m starts from the
+conductive state plus noise drawn with ``fold_in(PRNGKey(seed), m)``.
+
+Time step: fixed ``--dt`` with a CFL guard — a chunk whose CFL number dt·max(|u|/Δx + |w|/Δz) (local
+Chebyshev spacing Δz) exceeds ``rb_core.CFL_LIMIT`` stops the run, keeping every frame already written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+
+from ..common import driver, hdf5_utils
+from ..common.driver import BlowUpError  # noqa: F401  (re-exported for the CLI)
+from . import chebyshev as cheb
+from . import rb_core as rb
+
+FIELDS = ("buoyancy", "u", "w", "vorticity")
+GRIDS = ("uniform", "native")
+PRECISIONS = ("float32", "float64")
+DIAGNOSTICS = (
+    "nusselt_bottom",
+    "nusselt_top",
+    "nusselt_volume",
+    "nusselt_thermal",
+    "nusselt_kinetic",
+    "kinetic_energy",
+    "reynolds",
+    "cfl",
+    "max_abs_w",
+)
+NUSSELT = DIAGNOSTICS[:5]
+SOLVER_NAME = "solvers.rayleigh_benard"
+SEED_DERIVATION = "trajectory m: noise from jax.random.fold_in(jax.random.PRNGKey(seed), m) (float32 normals)"
+
+
+@dataclass(frozen=True)
+class RBConfig:
+    """Every setting of a run. Validated on construction: a bad value raises a one-line ValueError."""
+
+    rayleigh: float = 1e6
+    prandtl: float = 1.0
+    aspect: float = 4.0
+    nx: int = 256
+    nz: int = 64
+    dt: float = 0.01
+    t_total: float = 50.0
+    save_interval: float = 0.25
+    spinup_time: float = 0.0
+    fields: tuple[str, ...] = ("buoyancy",)
+    grid: str = "uniform"
+    seed: int = 0
+    ic_amplitude: float = 1e-3
+    n_trajectories: int = 1
+    precision: str = "float64"
+    diag_every: int = 0  # steps between diagnostics rows; 0 = automatic (about 10 per saved frame)
+
+    def __post_init__(self):
+        if not self.rayleigh > 0:
+            raise ValueError(f"--rayleigh must be > 0 (got {self.rayleigh:g})")
+        if not self.prandtl > 0:
+            raise ValueError(f"--prandtl must be > 0 (got {self.prandtl:g})")
+        if not self.aspect > 0:
+            raise ValueError(f"--aspect must be > 0 (got {self.aspect:g})")
+        if not isinstance(self.nx, int) or self.nx < 4 or self.nx % 2:
+            raise ValueError(f"--nx must be an even integer >= 4 (got {self.nx}); try 256")
+        if not isinstance(self.nz, int) or self.nz < 8:
+            raise ValueError(f"--nz must be an integer >= 8 Chebyshev points (got {self.nz}); try 64")
+        if not self.dt > 0:
+            raise ValueError(f"--dt must be > 0 (got {self.dt:g})")
+        if not self.t_total > 0:
+            raise ValueError(f"--t_total must be > 0 (got {self.t_total:g})")
+        save_every = driver.as_steps(self.save_interval, self.dt, "save_interval")
+        driver.as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
+        n = self.t_total / self.save_interval
+        if abs(n - round(n)) > 1e-9 * max(1.0, n):
+            raise ValueError(
+                f"--t_total must be a multiple of --save_interval={self.save_interval:g} (got {self.t_total:g})"
+            )
+        if not self.fields:
+            raise ValueError(f"--fields must name at least one of {', '.join(FIELDS)}")
+        for f in self.fields:
+            if f == "pressure":
+                raise ValueError("--fields: 'pressure' is not implemented yet; allowed: " + ", ".join(FIELDS))
+            if f not in FIELDS:
+                raise ValueError(f"--fields: unknown field {f!r}; allowed: {', '.join(FIELDS)}")
+        if len(set(self.fields)) != len(self.fields):
+            raise ValueError(f"--fields lists a field twice (got {','.join(self.fields)})")
+        if self.grid not in GRIDS:
+            raise ValueError(f"--grid must be one of {', '.join(GRIDS)} (got {self.grid!r})")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0 (got {self.seed})")
+        if not self.ic_amplitude > 0:
+            raise ValueError(f"--ic_amplitude must be > 0 (got {self.ic_amplitude:g})")
+        if not isinstance(self.n_trajectories, int) or self.n_trajectories < 1:
+            raise ValueError(f"--n_trajectories must be >= 1 (got {self.n_trajectories})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if self.diag_every < 0 or (self.diag_every and save_every % self.diag_every):
+            raise ValueError(
+                f"--diag_every must divide the {save_every} steps between saved frames (got {self.diag_every})"
+            )
+
+    @property
+    def save_every(self) -> int:
+        return driver.as_steps(self.save_interval, self.dt, "save_interval")
+
+    @property
+    def spinup_steps(self) -> int:
+        return driver.as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
+
+    @property
+    def n_frames(self) -> int:
+        return round(self.t_total / self.save_interval) + 1
+
+    @property
+    def diag_interval_steps(self) -> int:
+        if self.diag_every:
+            return self.diag_every
+        return max(
+            d for d in range(1, self.save_every + 1) if self.save_every % d == 0 and d <= max(1, self.save_every // 10)
+        )
+
+    @property
+    def dtype(self):
+        return jnp.float64 if self.precision == "float64" else jnp.float32
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def output_name(self) -> str:
+        return (
+            f"rb_Ra{self.rayleigh:g}_Pr{self.prandtl:g}_Lx{self.aspect:g}_{self.nx}x{self.nz}_dt{self.dt:g}"
+            f"_{self.precision}_seed{self.seed}_M{self.n_trajectories}.h5"
+        )
+
+    def output_z(self) -> np.ndarray:
+        """Vertical coordinates of the stored fields."""
+        return np.linspace(0.0, 1.0, self.nz) if self.grid == "uniform" else cheb.nodes(self.nz)
+
+
+def output_fields(model: rb.RBModel, s: rb.RBState, names: tuple[str, ...], to_grid) -> dict[str, jnp.ndarray]:
+    """Physical float32 fields (z, x): b = 1 − z + θ, u, w, ω, on the output grid (``to_grid``: nz × nz)."""
+    u_hat, w_hat = model.velocity_hat(s)
+    om = s.omega_hat.at[:, 0].set(model.dz(s.mean_u[:, None])[:, 0].astype(s.omega_hat.dtype))
+    spectral = {"buoyancy": s.theta_hat, "u": u_hat, "w": w_hat, "vorticity": om}
+    phys = model.physical(jnp.stack([spectral[n] for n in names]))
+    phys = jnp.einsum("oz,fzx->fox", to_grid, phys)
+    out = {}
+    for i, n in enumerate(names):
+        f = phys[i]
+        if n == "buoyancy":
+            f = f + (1.0 - to_grid @ jnp.asarray(cheb.nodes(model.nz), f.dtype))[:, None]
+        out[n] = f.astype(jnp.float32)
+    return out
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """The Rayleigh–Bénard solver's building blocks for ``solvers.common.driver``."""
+
+    cfg: RBConfig
+    model: rb.RBModel
+    chunk: Callable
+    advance: Callable
+    frame: Callable
+    sharding: NamedSharding
+    diagnostic_names: tuple[str, ...] = DIAGNOSTICS
+    progress_diagnostics = MappingProxyType({"nusselt_volume": "Nu", "cfl": "cfl"})
+
+    def initial_state(self) -> rb.RBState:
+        cfg = self.cfg
+        keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(cfg.seed), m) for m in range(cfg.n_trajectories)])
+        states = jax.vmap(lambda k: rb.perturbed_state(self.model, k, cfg.ic_amplitude))(keys)
+        return driver.place(driver.gather(states), self.sharding)
+
+    def check_initial(self, state) -> str:
+        return f"Ra={self.cfg.rayleigh:g}, Pr={self.cfg.prandtl:g}, {self.cfg.nx}x{self.cfg.nz}"
+
+    def check_chunk(self, diags: np.ndarray, finite: np.ndarray) -> str | None:
+        problem = driver.non_finite(finite)
+        if problem:
+            return problem
+        cfl = diags[:, :, DIAGNOSTICS.index("cfl")].max()
+        if cfl > rb.CFL_LIMIT:
+            return f"CFL {cfl:.3g} above the limit {rb.CFL_LIMIT:g}; reduce --dt"
+        return None
+
+    def state_arrays(self, host: rb.RBState) -> dict[str, np.ndarray]:
+        return {
+            "omega_hat": host.omega_hat,
+            "psi_hat": host.psi_hat,
+            "theta_hat": host.theta_hat,
+            "mean_u": host.mean_u,
+            "step_counter": host.step,
+        }
+
+    def state_from_arrays(self, a: dict[str, np.ndarray]) -> rb.RBState:
+        return rb.RBState(a["omega_hat"], a["psi_hat"], a["theta_hat"], a["mean_u"], a["step_counter"])
+
+    def new_writer(self, path: Path, overwrite: bool, argv) -> hdf5_utils.GustWriter:
+        cfg = self.cfg
+        m, nz, nkx = cfg.n_trajectories, cfg.nz, cfg.nx // 2 + 1
+        real = np.dtype(np.float64 if cfg.precision == "float64" else np.float32)
+        cplx = np.dtype(np.complex128 if cfg.precision == "float64" else np.complex64)
+        x = np.arange(cfg.nx) * (cfg.aspect / cfg.nx)
+        grid = hdf5_utils.Grid(
+            x=x, y=cfg.output_z(), bc_x="periodic", bc_y="wall", length_x=cfg.aspect, length_y=1.0, vertical_name="z"
+        )
+        return hdf5_utils.create_writer(
+            path,
+            fields=cfg.fields,
+            shape=(cfg.nz, cfg.nx),
+            n_samples=cfg.n_frames * m,
+            grid=grid,
+            diagnostics=DIAGNOSTICS,
+            n_diag=(cfg.n_frames - 1) * (cfg.save_every // cfg.diag_interval_steps),
+            n_trajectories=m,
+            state_spec={
+                "omega_hat": ((m, nz, nkx), cplx),
+                "psi_hat": ((m, nz, nkx), cplx),
+                "theta_hat": ((m, nz, nkx), cplx),
+                "mean_u": ((m, nz), real),
+                "step_counter": ((m,), np.dtype(np.int32)),
+            },
+            attrs=file_attrs(cfg, argv),
+            overwrite=overwrite,
+        )
+
+
+def make_simulation(cfg: RBConfig) -> Simulation:
+    """Build the model and the jitted ensemble functions (inside ``jax.enable_x64`` for float64)."""
+    model = rb.make_model(
+        nx=cfg.nx, nz=cfg.nz, lx=cfg.aspect, rayleigh=cfg.rayleigh, prandtl=cfg.prandtl, dt=cfg.dt, dtype=cfg.dtype
+    )
+    to_grid = jnp.asarray(
+        cheb.evaluate(cfg.nz, cfg.output_z()) if cfg.grid == "uniform" else np.eye(cfg.nz), dtype=cfg.dtype
+    )
+    every = cfg.diag_interval_steps
+    n_rows = cfg.save_every // every
+
+    def diag_vector(s):
+        d = model.diagnostics(s)
+        return jnp.stack([d[n] for n in DIAGNOSTICS])
+
+    def chunk_one(s: rb.RBState):
+        def body(x, _):
+            x = jax.lax.fori_loop(0, every, lambda _, y: model.step(y), x)
+            return x, diag_vector(x)
+
+        s, diags = jax.lax.scan(body, s, None, length=n_rows)
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(jnp.abs(a))) for a in (s.omega_hat, s.theta_hat)]))
+        return s, output_fields(model, s, cfg.fields, to_grid), diags, finite
+
+    def advance_one(s, n_steps):
+        return jax.lax.fori_loop(0, n_steps, lambda _, y: model.step(y), s)
+
+    return Simulation(
+        cfg=cfg,
+        model=model,
+        chunk=jax.jit(jax.vmap(chunk_one, out_axes=(0, 0, 1, 0))),
+        advance=jax.jit(jax.vmap(advance_one, in_axes=(0, None))),
+        frame=jax.jit(jax.vmap(lambda s: output_fields(model, s, cfg.fields, to_grid))),
+        sharding=driver.trajectory_sharding(cfg.n_trajectories),
+    )
+
+
+def file_attrs(cfg: RBConfig, argv) -> dict:
+    attrs = {
+        "solver": SOLVER_NAME,
+        "equation": "Boussinesq, free-fall units: du/dt + u·∇u = −∇p + (Pr/Ra)^½ ∇²u + b z, "
+        "db/dt + u·∇b = (Ra Pr)^−½ ∇²b, ∇·u = 0; b = 1 (z=0), 0 (z=1); no-slip walls; x periodic",
+        "config": cfg.to_json(),
+        "rayleigh": float(cfg.rayleigh),
+        "prandtl": float(cfg.prandtl),
+        "aspect": float(cfg.aspect),
+        "nu": math.sqrt(cfg.prandtl / cfg.rayleigh),
+        "kappa": 1.0 / math.sqrt(cfg.rayleigh * cfg.prandtl),
+        "nx": int(cfg.nx),
+        "nz": int(cfg.nz),
+        "dt": float(cfg.dt),
+        "save_interval": float(cfg.save_interval),
+        "spinup_time": float(cfg.spinup_time),
+        "t_total": float(cfg.t_total),
+        "scheme": "RK222 (Ascher, Ruuth & Spiteri 1997)",
+        "discretisation": "Fourier (x) x Chebyshev collocation (z), 3/2-rule dealiasing in x and z",
+        "vertical_grid": cfg.grid,
+        "seed": int(cfg.seed),
+        "seed_derivation": SEED_DERIVATION,
+        "ic_amplitude": float(cfg.ic_amplitude),
+        "precision": cfg.precision,
+        "n_trajectories": int(cfg.n_trajectories),
+        "sample_order": "time-major: sample i = frame * n_trajectories + trajectory",
+    }
+    attrs.update(hdf5_utils.provenance(argv))
+    return attrs
+
+
+def nusselt_summary(path: Path, t_from: float | None = None) -> str:
+    """Time averages of the five Nusselt definitions over the second half of the saved window (or t ≥ t_from)."""
+    with hdf5_utils.open_dataset(path) as f:
+        d = f.diagnostics()
+    t = d["time"]
+    if t.size == 0:
+        return "no diagnostics written"
+    t_from = 0.5 * (t[0] + t[-1]) if t_from is None else t_from
+    sel = t >= t_from
+    means = {n: float(d[n][sel].mean()) for n in NUSSELT}
+    spread = max(means.values()) / min(means.values()) - 1.0
+    body = ", ".join(f"{n.removeprefix('nusselt_')} {v:.4f}" for n, v in means.items())
+    return f"time-mean Nu over t in [{t[sel][0]:g}, {t[-1]:g}]: {body}; spread {100 * spread:.2f}%"
+
+
+def run(
+    cfg: RBConfig,
+    output_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    argv=None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> Path:
+    """Run ``cfg`` into ``output_dir`` through the shared driver; log the Nusselt summary; return the path."""
+    path = driver.run(
+        make_simulation, cfg, output_dir, overwrite=overwrite, resume=resume, progress=progress, argv=argv, log=log
+    )
+    if jax.process_index() == 0:
+        log(nusselt_summary(path))
+    return path

@@ -1,0 +1,140 @@
+"""The Rayleigh–Bénard solver end to end: CLI, output file, ensembles, resume, CFL guard and bad input."""
+
+import dataclasses
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from solvers.common import hdf5_utils
+from solvers.rayleigh_benard import chebyshev as cheb
+from solvers.rayleigh_benard import rb_core as rb
+from solvers.rayleigh_benard import run_solver, solver
+
+TINY = [
+    "--rayleigh", "2e4", "--nx", "16", "--nz", "9", "--dt", "0.05", "--t_total", "1.0",
+    "--save_interval", "0.25", "--ic_amplitude", "0.3", "--no_progress",
+]  # fmt: skip
+
+
+def cli(tmp_path, *extra, out="out"):
+    code = run_solver.main(["--output_dir", str(tmp_path / out), *TINY, *extra])
+    files = sorted((tmp_path / out).glob("*.h5"))
+    return code, (files[0] if files else None)
+
+
+def read_all(path, field="buoyancy"):
+    with hdf5_utils.open_dataset(path) as f:
+        return f.read(field), f.samples(), f.diagnostics(), f.complete
+
+
+def test_cli_writes_a_valid_file_on_a_uniform_wall_bounded_grid(tmp_path, capsys):
+    code, path = cli(tmp_path, "--fields", "buoyancy,u,w,vorticity")
+    captured = capsys.readouterr()
+    assert code == 0 and captured.out.strip() == str(path)
+    assert "time-mean Nu" in captured.err
+    assert hdf5_utils.validate(path) == []  # zero velocity at t = 0 is allowed (step 0)
+    with hdf5_utils.open_dataset(path) as f:
+        assert f.shape == (9, 16) and f.n_samples == 5 and f.complete
+        assert f.grid.bc_x == "periodic" and f.grid.bc_y == "wall" and f.grid.vertical_name == "z"
+        np.testing.assert_allclose(f.grid.y, np.linspace(0, 1, 9))
+        assert f.attrs["rayleigh"] == 2e4 and f.attrs["prandtl"] == 1.0
+        b, u, w = f.read("buoyancy"), f.read("u"), f.read("w")
+    # boundary conditions in the stored fields: b = 1 at the bottom, 0 at the top; no-slip
+    np.testing.assert_allclose(b[:, 0, :], 1.0, atol=1e-6)
+    np.testing.assert_allclose(b[:, -1, :], 0.0, atol=1e-6)
+    assert np.abs(u[:, [0, -1], :]).max() < 1e-6 and np.abs(w[:, [0, -1], :]).max() < 1e-6
+    assert np.abs(w[-1]).max() > 1e-4  # something moves
+
+
+def test_native_grid_stores_the_chebyshev_points(tmp_path):
+    code, path = cli(tmp_path, "--grid", "native")
+    assert code == 0
+    with hdf5_utils.open_dataset(path) as f:
+        np.testing.assert_allclose(f.grid.y, cheb.nodes(9))
+
+
+def test_ensemble_members_equal_independent_runs(tmp_path):
+    code, path = cli(tmp_path, "--n_trajectories", "3", "--seed", "4")
+    assert code == 0
+    b, samples, _, _ = read_all(path)
+    cfg = solver.RBConfig(
+        rayleigh=2e4, nx=16, nz=9, dt=0.05, t_total=1.0, save_interval=0.25, ic_amplitude=0.3, n_trajectories=1
+    )
+    with jax.enable_x64(True):
+        sim = solver.make_simulation(cfg)
+        for m in (0, 2):
+            key = jax.random.fold_in(jax.random.PRNGKey(4), m)
+            state = jax.tree.map(lambda a: a[None], rb.perturbed_state(sim.model, key, 0.3))
+            frames = [np.asarray(sim.frame(state)["buoyancy"][0])]
+            for _ in range(4):
+                state, fields, _, _ = sim.chunk(state)
+                frames.append(np.asarray(fields["buoyancy"][0]))
+            np.testing.assert_allclose(b[samples["trajectory"] == m], np.stack(frames), atol=1e-6)
+    assert not np.allclose(b[samples["trajectory"] == 0], b[samples["trajectory"] == 1])
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    real = solver.make_simulation
+
+    def interrupted(cfg):
+        sim = real(cfg)
+        calls = {"n": 0}
+
+        def chunk(state):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return sim.chunk(state)
+
+        return dataclasses.replace(sim, chunk=chunk)
+
+    monkeypatch.setattr(solver, "make_simulation", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli(tmp_path)
+    path = next((tmp_path / "out").glob("*.h5"))
+    partial, _, _, complete = read_all(path)
+    assert not complete and len(partial) == 2  # frames 0, 1 (the 3rd chunk is dispatched before frame 2 is written)
+    monkeypatch.setattr(solver, "make_simulation", real)
+    assert cli(tmp_path, "--resume")[0] == 0
+    resumed, _, r_diag, complete = read_all(path)
+    assert complete
+    assert cli(tmp_path, out="straight")[0] == 0
+    straight, _, s_diag, _ = read_all(next((tmp_path / "straight").glob("*.h5")))
+    np.testing.assert_array_equal(resumed, straight)
+    np.testing.assert_array_equal(r_diag["nusselt_volume"], s_diag["nusselt_volume"])
+
+
+def test_cfl_guard_stops_the_run_and_keeps_good_frames(tmp_path, capsys):
+    code, path = cli(tmp_path, "--rayleigh", "1e6", "--dt", "0.25", "--t_total", "20", "--save_interval", "0.5")
+    err = capsys.readouterr().err
+    assert code == 3 and ("CFL" in err or "non-finite" in err), err
+    with hdf5_utils.open_dataset(path) as f:
+        assert not f.complete and f.n_samples >= 1 and ("CFL" in f.stop_reason or "non-finite" in f.stop_reason)
+        assert np.all(np.isfinite(f.read("buoyancy")))
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--rayleigh", "0"], "--rayleigh must be > 0 (got 0)"),
+        (["--prandtl", "-1"], "--prandtl must be > 0 (got -1)"),
+        (["--aspect", "0"], "--aspect must be > 0"),
+        (["--nx", "15"], "--nx must be an even integer >= 4 (got 15)"),
+        (["--nz", "4"], "--nz must be an integer >= 8"),
+        (["--dt", "0"], "--dt must be > 0"),
+        (["--save_interval", "0.07"], "--save_interval must be a positive multiple of --dt"),
+        (["--fields", "buoyancy,temperature"], "unknown field 'temperature'"),
+        (["--fields", "pressure"], "'pressure' is not implemented yet"),
+        (["--grid", "cheb"], "cheb"),
+        (["--ic_amplitude", "0"], "--ic_amplitude must be > 0"),
+        (["--n_trajectories", "0"], "--n_trajectories must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
+    with pytest.raises(SystemExit) as exc:
+        sys.exit(run_solver.main(["--output_dir", str(tmp_path / "out"), *TINY, *args]))
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert not list((tmp_path / "out").glob("*.h5"))
