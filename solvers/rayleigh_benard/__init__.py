@@ -1,1 +1,1 @@
-"""2D Rayleigh–Bénard convection between no-slip walls (issue 3; not implemented yet)."""
+"""2D Rayleigh–Bénard convection between no-slip walls: Fourier × Chebyshev, RK222 (see ``rb_core.py``)."""
