@@ -138,3 +138,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
     assert not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_ic_file_continues_from_the_saved_state(tmp_path):
+    code, first = cli(tmp_path, out="first")
+    assert code == 0
+    code, second = cli(tmp_path, "--ic_file", str(first), out="second")
+    assert code == 0 and "from-" in second.name
+    b1, _, _, _ = read_all(first)
+    b2, s2, _, _ = read_all(second)
+    np.testing.assert_allclose(b2[0], b1[-1], atol=1e-6)  # frame 0 of the new run = last state of the old
+    assert s2["time"][0] == 0.0
+    code, _ = cli(tmp_path, "--ic_file", str(first), "--nx", "32", out="third")
+    assert code == 2

@@ -70,6 +70,11 @@ def build_parser() -> OneLineArgumentParser:
         default=d.ic_amplitude,
         help=f"amplitude of the buoyancy noise on the conductive profile (default {d.ic_amplitude:g})",
     )
+    g.add_argument(
+        "--ic_file",
+        default=None,
+        help="start from the latest saved state of a Gust Rayleigh–Bénard file (same nx, nz; its first M trajectories)",
+    )
     g = p.add_argument_group("output and execution")
     g.add_argument(
         "--fields",

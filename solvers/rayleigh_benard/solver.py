@@ -66,6 +66,7 @@ class RBConfig:
     grid: str = "uniform"
     seed: int = 0
     ic_amplitude: float = 1e-3
+    ic_file: str | None = None
     n_trajectories: int = 1
     precision: str = "float64"
     diag_every: int = 0  # steps between diagnostics rows; 0 = automatic (about 10 per saved frame)
@@ -146,7 +147,8 @@ class RBConfig:
     def output_name(self) -> str:
         return (
             f"rb_Ra{self.rayleigh:g}_Pr{self.prandtl:g}_Lx{self.aspect:g}_{self.nx}x{self.nz}_dt{self.dt:g}"
-            f"_{self.precision}_seed{self.seed}_M{self.n_trajectories}.h5"
+            f"_{self.precision}_{f'from-{Path(self.ic_file).stem}' if self.ic_file else f'seed{self.seed}'}"
+            f"_M{self.n_trajectories}.h5"
         )
 
     def output_z(self) -> np.ndarray:
@@ -185,6 +187,8 @@ class Simulation:
 
     def initial_state(self) -> rb.RBState:
         cfg = self.cfg
+        if cfg.ic_file is not None:
+            return driver.place(saved_state(cfg), self.sharding)
         keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(cfg.seed), m) for m in range(cfg.n_trajectories)])
         states = jax.vmap(lambda k: rb.perturbed_state(self.model, k, cfg.ic_amplitude))(keys)
         return driver.place(driver.gather(states), self.sharding)
@@ -241,6 +245,34 @@ class Simulation:
             attrs=file_attrs(cfg, argv),
             overwrite=overwrite,
         )
+
+
+def saved_state(cfg: RBConfig) -> rb.RBState:
+    """The latest full-precision state of the first M trajectories stored in the Gust file ``cfg.ic_file``."""
+    path = Path(cfg.ic_file)
+    if not path.exists():
+        raise ValueError(f"--ic_file {str(path)!r} does not exist")
+    with hdf5_utils.open_dataset(path) as f:
+        if f.attrs.get("solver") != SOLVER_NAME:
+            raise ValueError(
+                f"--ic_file {str(path)!r} was not written by {SOLVER_NAME} (solver: {f.attrs.get('solver')})"
+            )
+        stored = json.loads(f.attrs["config"])
+        if (stored["nx"], stored["nz"]) != (cfg.nx, cfg.nz) or stored["n_trajectories"] < cfg.n_trajectories:
+            raise ValueError(
+                f"--ic_file {str(path)!r} holds {stored['n_trajectories']} trajectories at "
+                f"{stored['nx']}x{stored['nz']}; this run needs {cfg.n_trajectories} at {cfg.nx}x{cfg.nz}"
+            )
+        a, _, _ = f.read_state()
+    real, cplx = np.dtype(cfg.dtype), np.dtype(np.complex128 if cfg.precision == "float64" else np.complex64)
+    m = cfg.n_trajectories
+    return rb.RBState(
+        a["omega_hat"][:m].astype(cplx),
+        a["psi_hat"][:m].astype(cplx),
+        a["theta_hat"][:m].astype(cplx),
+        a["mean_u"][:m].astype(real),
+        np.zeros(m, np.int32),
+    )
 
 
 def make_simulation(cfg: RBConfig) -> Simulation:
@@ -303,6 +335,7 @@ def file_attrs(cfg: RBConfig, argv) -> dict:
         "seed": int(cfg.seed),
         "seed_derivation": SEED_DERIVATION,
         "ic_amplitude": float(cfg.ic_amplitude),
+        "ic": "file" if cfg.ic_file else "conductive profile + seeded noise",
         "precision": cfg.precision,
         "n_trajectories": int(cfg.n_trajectories),
         "sample_order": "time-major: sample i = frame * n_trajectories + trajectory",
