@@ -146,3 +146,45 @@ def test_float32_agrees_with_float64():
 def test_bad_parameters_are_rejected(kw, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
         model(**kw)
+
+
+def test_pressure_of_the_conductive_state_is_hydrostatic(x64):
+    # ∂p/∂z = b = 1 − z with zero mean: p = z − z²/2 − 1/3
+    m = model()
+    p_hat = m.pressure_hat(rb.conductive_state(m), jnp.asarray(rb.make_pressure_solve(32, 17, 4.0)))
+    z = cheb.nodes(17)
+    p = np.asarray(m.physical(p_hat))
+    np.testing.assert_allclose(p, np.broadcast_to((z - z**2 / 2 - 1 / 3)[:, None], p.shape), atol=1e-13)
+
+
+def momentum_residuals(nz):
+    """max |∂u/∂t − (−u·∇u − ∇p + ν∇²u + b ẑ)| / max |RHS| for x and z at an instant of a convecting flow;
+    ∂/∂t by centred differences over two steps of h = 1e-3 (O(h²)), products dealiased like the solver's."""
+    m0 = model(nx=32, nz=nz, rayleigh=2e4, dt=0.02)
+    s0 = advance(m0, rb.perturbed_state(m0, jax.random.PRNGKey(5), amplitude=0.5), 100)
+    h = 1e-3
+    m = model(nx=32, nz=nz, rayleigh=2e4, dt=h)
+    step = jax.jit(m.step)
+    s1 = step(s0)
+    s2 = step(s1)
+    dx = lambda f: 1j * m.ops.kx * f  # noqa: E731
+    lap = lambda f: dx(dx(f)) + m.dz(m.dz(f))  # noqa: E731
+    u_hat, w_hat = m.velocity_hat(s1)
+    p_hat = m.pressure_hat(s1, jnp.asarray(rb.make_pressure_solve(32, nz, 4.0)))
+    u, w, ux, uz, wx, wz = m.to_fine(jnp.stack([u_hat, w_hat, dx(u_hat), m.dz(u_hat), dx(w_hat), m.dz(w_hat)]))
+    adv_u, adv_w = m.from_fine(jnp.stack([u * ux + w * uz, u * wx + w * wz]))
+    b_hat = s1.theta_hat.at[:, 0].add(jnp.asarray(1 - cheb.nodes(nz)))
+    rhs = {
+        "x": -adv_u - dx(p_hat) + m.nu * lap(u_hat),
+        "z": -adv_w - m.dz(p_hat) + m.nu * lap(w_hat) + b_hat,
+    }
+    (u0, w0), (u2, w2) = (m.velocity_hat(x) for x in (s0, s2))
+    lhs = {"x": (u2 - u0) / (2 * h), "z": (w2 - w0) / (2 * h)}
+    return {k: float(jnp.max(jnp.abs(lhs[k] - rhs[k])) / jnp.max(jnp.abs(rhs[k]))) for k in ("x", "z")}
+
+
+def test_pressure_closes_the_momentum_equations_and_converges_with_nz(x64):
+    coarse, fine = momentum_residuals(21), momentum_residuals(33)
+    for k in ("x", "z"):
+        assert fine[k] < 0.5 * coarse[k], f"{k}: residual does not converge with nz ({coarse[k]:.2e} → {fine[k]:.2e})"
+        assert fine[k] < 5e-3, f"{k}-momentum residual {fine[k]:.2e} at nz = 33"

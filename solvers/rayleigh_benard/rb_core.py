@@ -119,6 +119,21 @@ def make_solves(nx: int, nz: int, lx: float, nu: float, kappa: float, a: float) 
     return RBSolves(wpsi, theta, np.linalg.inv(hu) * interior[None, :])
 
 
+def make_pressure_solve(nx: int, nz: int, lx: float) -> np.ndarray:
+    """Per-mode inverses for the pressure Poisson problem (D² − k²)p = R inside, ∂p/∂z given on both walls;
+    for k = 0 the top Neumann row is replaced by ∫p dz = 0 (the gauge; the top condition follows from
+    compatibility). Apply to R with its wall entries replaced by the boundary values."""
+    d1 = cheb.diff_matrix(nz)
+    d2 = d1 @ d1
+    kx = 2.0 * np.pi / lx * np.arange(nx // 2 + 1)
+    out = np.zeros((kx.size, nz, nz))
+    for i, k in enumerate(kx):
+        a = d2 - k * k * np.eye(nz)
+        a[0], a[-1] = d1[0], (d1[-1] if i else cheb.quadrature_weights(nz))
+        out[i] = np.linalg.inv(a)
+    return out
+
+
 def _mm(m, f):
     """Apply per-mode real matrices m (nkx, p, q) to complex f (q, nkx) → (p, nkx), real/imag separately."""
     re = jnp.einsum("kpq,qk->pk", m, f.real)
@@ -236,6 +251,20 @@ class RBModel(NamedTuple):
             "cfl": cfl,
             "max_abs_w": jnp.max(jnp.abs(w)),
         }
+
+    def pressure_hat(self, s: RBState, solve):
+        """Pressure (with its hydrostatic part, mean zero) from ∇²p = ∂b/∂z − ∇·(u·∇u), where in 2D
+        −∇·(u·∇u) = 2(∂ₓu ∂_zw − ∂_zu ∂ₓw), and ∂p/∂z = ν ∂²w/∂z² + b on the walls (the z-momentum equation
+        there). ``solve``: :func:`make_pressure_solve` in the working precision."""
+        kx, nkx = self.ops.kx, self.nx // 2 + 1
+        u_hat, w_hat = self.velocity_hat(s)
+        ux, uz, wx, wz = self.to_fine(jnp.stack([1j * kx * u_hat, self.dz(u_hat), 1j * kx * w_hat, self.dz(w_hat)]))
+        rhs = 2.0 * self.from_fine((ux * wz - uz * wx)[None])[0] + self.dz(s.theta_hat)
+        rhs = rhs.at[:, 0].add(-1.0)  # ∂(1 − z)/∂z
+        wall = self.nu * self.dz(self.dz(w_hat))
+        b_bottom = jnp.zeros(nkx, rhs.dtype).at[0].set(1.0)  # b = 1 + θ at z = 0, θ = 0 there
+        rhs = rhs.at[0].set(wall[0] + b_bottom).at[-1].set(wall[-1])
+        return _mm(solve, rhs)
 
     def divergence(self, s: RBState):
         """max |∂u/∂x + ∂w/∂z| on the nodes (zero up to round-off by construction)."""

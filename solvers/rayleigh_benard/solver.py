@@ -30,7 +30,7 @@ from ..common.driver import BlowUpError  # noqa: F401  (re-exported for the CLI)
 from . import chebyshev as cheb
 from . import rb_core as rb
 
-FIELDS = ("buoyancy", "u", "w", "vorticity")
+FIELDS = ("buoyancy", "u", "w", "vorticity", "pressure")
 GRIDS = ("uniform", "native")
 PRECISIONS = ("float32", "float64")
 DIAGNOSTICS = (
@@ -96,8 +96,6 @@ class RBConfig:
         if not self.fields:
             raise ValueError(f"--fields must name at least one of {', '.join(FIELDS)}")
         for f in self.fields:
-            if f == "pressure":
-                raise ValueError("--fields: 'pressure' is not implemented yet; allowed: " + ", ".join(FIELDS))
             if f not in FIELDS:
                 raise ValueError(f"--fields: unknown field {f!r}; allowed: {', '.join(FIELDS)}")
         if len(set(self.fields)) != len(self.fields):
@@ -156,11 +154,15 @@ class RBConfig:
         return np.linspace(0.0, 1.0, self.nz) if self.grid == "uniform" else cheb.nodes(self.nz)
 
 
-def output_fields(model: rb.RBModel, s: rb.RBState, names: tuple[str, ...], to_grid) -> dict[str, jnp.ndarray]:
-    """Physical float32 fields (z, x): b = 1 − z + θ, u, w, ω, on the output grid (``to_grid``: nz × nz)."""
+def output_fields(
+    model: rb.RBModel, s: rb.RBState, names: tuple[str, ...], to_grid, pressure_solve
+) -> dict[str, jnp.ndarray]:
+    """Physical float32 fields (z, x): b = 1 − z + θ, u, w, ω, p, on the output grid (``to_grid``: nz × nz)."""
     u_hat, w_hat = model.velocity_hat(s)
     om = s.omega_hat.at[:, 0].set(model.dz(s.mean_u[:, None])[:, 0].astype(s.omega_hat.dtype))
     spectral = {"buoyancy": s.theta_hat, "u": u_hat, "w": w_hat, "vorticity": om}
+    if "pressure" in names:
+        spectral["pressure"] = model.pressure_hat(s, pressure_solve)
     phys = model.physical(jnp.stack([spectral[n] for n in names]))
     phys = jnp.einsum("oz,fzx->fox", to_grid, phys)
     out = {}
@@ -283,6 +285,7 @@ def make_simulation(cfg: RBConfig) -> Simulation:
     to_grid = jnp.asarray(
         cheb.evaluate(cfg.nz, cfg.output_z()) if cfg.grid == "uniform" else np.eye(cfg.nz), dtype=cfg.dtype
     )
+    p_solve = jnp.asarray(rb.make_pressure_solve(cfg.nx, cfg.nz, cfg.aspect), dtype=cfg.dtype)
     every = cfg.diag_interval_steps
     n_rows = cfg.save_every // every
 
@@ -297,7 +300,7 @@ def make_simulation(cfg: RBConfig) -> Simulation:
 
         s, diags = jax.lax.scan(body, s, None, length=n_rows)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(jnp.abs(a))) for a in (s.omega_hat, s.theta_hat)]))
-        return s, output_fields(model, s, cfg.fields, to_grid), diags, finite
+        return s, output_fields(model, s, cfg.fields, to_grid, p_solve), diags, finite
 
     def advance_one(s, n_steps):
         return jax.lax.fori_loop(0, n_steps, lambda _, y: model.step(y), s)
@@ -307,7 +310,7 @@ def make_simulation(cfg: RBConfig) -> Simulation:
         model=model,
         chunk=jax.jit(jax.vmap(chunk_one, out_axes=(0, 0, 1, 0))),
         advance=jax.jit(jax.vmap(advance_one, in_axes=(0, None))),
-        frame=jax.jit(jax.vmap(lambda s: output_fields(model, s, cfg.fields, to_grid))),
+        frame=jax.jit(jax.vmap(lambda s: output_fields(model, s, cfg.fields, to_grid, p_solve))),
         sharding=driver.trajectory_sharding(cfg.n_trajectories),
     )
 
