@@ -196,7 +196,15 @@ class Simulation:
         return driver.place(driver.gather(states), self.sharding)
 
     def check_initial(self, state) -> str:
-        return f"Ra={self.cfg.rayleigh:g}, Pr={self.cfg.prandtl:g}, {self.cfg.nx}x{self.cfg.nz}"
+        """ValueError if the initial CFL number (non-zero when starting from --ic_file) exceeds the limit."""
+        cfg = self.cfg
+        cfl = float(jnp.max(jax.vmap(lambda s: self.model.diagnostics(s)["cfl"])(state)))
+        if cfl > rb.CFL_LIMIT:
+            raise ValueError(
+                f"initial CFL {cfl:.3g} exceeds the limit {rb.CFL_LIMIT:g}; "
+                f"use --dt <= {cfg.dt * rb.CFL_LIMIT / cfl:.3g}"
+            )
+        return f"Ra={cfg.rayleigh:g}, Pr={cfg.prandtl:g}, {cfg.nx}x{cfg.nz}, initial CFL {cfl:.3f}"
 
     def check_chunk(self, diags: np.ndarray, finite: np.ndarray) -> str | None:
         problem = driver.non_finite(finite)
