@@ -1,0 +1,177 @@
+"""Throughput of `dataloaders.BatchLoader`: shuffled batches vs a raw sequential read, and a model fed by it.
+
+    python -m benchmarks.bench_dataloader [--file RUN.h5] [--samples 2048] [--size 64] [--fields 2] [--batch 32]
+                                          [--epochs 2] [--prefetch 2] [--steps 60] [--width 16] [--tmpdir DIR]
+
+Without --file, a synthetic Gust file (smooth random float32 fields, `--samples` x size x size per field) is
+written to a temporary directory and removed afterwards. Figures (all in one run, same file, warm page cache):
+
+    raw read          numpy.fromfile of each field's bytes at the dataset's byte offset (h5py get_offset):
+                      a sequential read of the whole dataset, the ceiling for any reader of the file
+    read_batch        GustDataset.read_batch of shuffled batches in the consumer thread (no prefetch, host only)
+    BatchLoader       shuffled batches from the loader (background thread, device_put), consumer only waits
+    model step        a small jitted conv net (2 layers, `--width` channels, MSE + SGD) fed by the loader vs the
+                      same batches already on the device; the difference is the input-pipeline cost per step
+
+MB/s counts the float32 bytes delivered (batch x channels x H x W x 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dataloaders import BatchLoader, GustDataset
+from solvers.common.hdf5_utils import Grid, create_writer
+
+from .bench_hdf5 import smooth_fields
+
+
+def write_synthetic(path: Path, n: int, size: int, n_fields: int, seed: int) -> Path:
+    fields = [f"f{c}" for c in range(n_fields)]
+    grid = Grid(
+        x=np.arange(size) * 1.0, y=np.arange(size) * 1.0, bc_x="periodic", bc_y="periodic", length_x=size, length_y=size
+    )
+    writer = create_writer(
+        path,
+        fields=fields,
+        shape=(size, size),
+        n_samples=n,
+        grid=grid,
+        diagnostics=[],
+        n_diag=0,
+        n_trajectories=1,
+        state_spec={},
+        attrs={"solver": "bench_dataloader"},
+    )
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, 256):
+        idx = np.arange(start, min(n, start + 256))
+        writer.write_samples(
+            {name: smooth_fields(rng, idx.size, size) for name in fields},
+            time=idx * 0.1,
+            trajectory=np.zeros_like(idx),
+            step=idx,
+        )
+        writer.commit()
+    writer.finalize()
+    return path
+
+
+def raw_read_mb_s(path: Path, fields: list[str], repeats: int = 3) -> float:
+    """Best-of-repeats MB/s of numpy.fromfile over each field dataset's bytes."""
+    spans = []
+    with h5py.File(path, "r", locking=False) as f:
+        for name in fields:
+            ds = f["fields"][name]
+            spans.append((ds.id.get_offset(), int(np.prod(ds.shape))))
+    total = sum(count for _, count in spans) * 4
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for offset, count in spans:
+            data = np.fromfile(path, dtype=np.float32, count=count, offset=offset)
+            assert data.size == count
+        best = min(best, time.perf_counter() - t0)
+    return total / best / 1e6
+
+
+def conv_model(key: jax.Array, channels: int, width: int) -> dict[str, jax.Array]:
+    k1, k2 = jax.random.split(key)
+    return {
+        "w1": jax.random.normal(k1, (width, channels, 3, 3)) * 0.1,
+        "w2": jax.random.normal(k2, (channels, width, 3, 3)) * 0.1,
+    }
+
+
+def _conv(x: jax.Array, w: jax.Array) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+
+@jax.jit
+def train_step(params: dict[str, jax.Array], x: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+    """One SGD step of a 2-layer conv autoencoder-like map x -> x (a stand-in for a real model)."""
+
+    def loss(p):
+        y = _conv(jax.nn.gelu(_conv(x, p["w1"])), p["w2"])
+        return jnp.mean((y - x) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(params)
+    return jax.tree.map(lambda p, g: p - 1e-2 * g, params, grads), value
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--file", type=Path, help="an existing Gust file (default: write a synthetic one)")
+    ap.add_argument("--samples", type=int, default=2048, help="samples of the synthetic file (2048)")
+    ap.add_argument("--size", type=int, default=64, help="grid side of the synthetic file (64)")
+    ap.add_argument("--fields", type=int, default=2, help="fields of the synthetic file (2)")
+    ap.add_argument("--batch", type=int, default=32, help="batch size (32)")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs timed for the loader (2)")
+    ap.add_argument("--prefetch", type=int, default=2, help="loader prefetch depth (2)")
+    ap.add_argument("--steps", type=int, default=60, help="timed model steps (60)")
+    ap.add_argument("--width", type=int, default=16, help="hidden channels of the model (16)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tmpdir", type=Path, help="where to write the synthetic file (default: system temp)")
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
+        path = args.file or write_synthetic(Path(tmp) / "bench.h5", args.samples, args.size, args.fields, args.seed)
+        with GustDataset(path) as ds:
+            item_bytes = int(np.prod(ds.item_shape)) * 4
+            print(f"file {path.name}: {len(ds)} samples x {ds.item_shape} float32, {len(ds) * item_bytes / 1e6:.1f} MB")
+            print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), batch {args.batch}")
+            raw = raw_read_mb_s(path, ds.fields)
+            print(f"  raw read (numpy.fromfile, sequential)    {raw:9.0f} MB/s")
+
+            loader = BatchLoader(ds, args.batch, seed=args.seed, epochs=args.epochs, prefetch=args.prefetch)
+            n_batches = loader.batches_per_epoch * args.epochs
+            t0 = time.perf_counter()
+            for e in range(args.epochs):
+                for b in range(loader.batches_per_epoch):
+                    ds.read_batch(loader.batch_indices(e, b))
+            host = n_batches * args.batch * item_bytes / (time.perf_counter() - t0) / 1e6
+            print(f"  GustDataset.read_batch (shuffled)        {host:9.0f} MB/s  ({100 * host / raw:.0f}% of raw)")
+
+            t0 = time.perf_counter()
+            for batch in loader:
+                batch.block_until_ready()
+            mb_s = n_batches * args.batch * item_bytes / (time.perf_counter() - t0) / 1e6
+            label = f"BatchLoader (shuffled, prefetch {args.prefetch})"
+            print(f"  {label:<40} {mb_s:9.0f} MB/s  ({100 * mb_s / raw:.0f}% of raw)")
+
+            # model fed by the loader vs from memory: same number of steps, same batch shapes
+            params = conv_model(jax.random.PRNGKey(0), ds.n_channels, args.width)
+            warm = next(BatchLoader(ds, args.batch, seed=args.seed))
+            params, value = train_step(params, warm)  # compile
+            value.block_until_ready()
+            resident = [jax.device_put(ds.read_batch(loader.batch_indices(0, b % loader.batches_per_epoch)))
+                        for b in range(args.steps)]  # fmt: skip
+            t0 = time.perf_counter()
+            for x in resident:
+                params, value = train_step(params, x)
+            value.block_until_ready()
+            t_mem = (time.perf_counter() - t0) / args.steps
+            with BatchLoader(ds, args.batch, seed=args.seed, prefetch=args.prefetch) as feed:
+                next(feed)  # start the thread and fill the queue outside the timing
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    params, value = train_step(params, next(feed))
+                value.block_until_ready()
+                t_loader = (time.perf_counter() - t0) / args.steps
+            print(f"  model step, batches from memory          {1e3 * t_mem:9.2f} ms")
+            print(
+                f"  model step, batches from BatchLoader     {1e3 * t_loader:9.2f} ms  "
+                f"(+{100 * (t_loader / t_mem - 1):.0f}%; {args.width} hidden channels, {args.steps} steps)"
+            )
+
+
+if __name__ == "__main__":
+    main()
