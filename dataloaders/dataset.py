@@ -256,9 +256,8 @@ class GustDataset:
     def read_batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Items at `indices` (any order, repeats allowed) as a new float32 array (B, C, H, W) or (B, T, C, H, W).
 
-        Rows come back in the order given. On disk each file is read once per field at the sorted, unique
-        samples the batch needs (overlapping windows share reads), then scattered into a freshly allocated
-        output buffer, which the caller owns.
+        Rows come back in the order given. Each sample is read once per (row, time) straight into its place in a
+        freshly allocated output buffer, which the caller owns, in file order (``GustFile.read_into``).
         """
         idx = self._check_indices(indices)
         files, samples = self._file_ids[idx], self._samples[idx]
@@ -266,11 +265,11 @@ class GustDataset:
         out = np.empty((idx.size, T, self.n_channels, *self.shape), dtype=np.float32)
         for k in np.unique(files):
             rows = np.flatnonzero(files == k)
-            needed, where = np.unique(samples[rows], return_inverse=True)
-            where = where.reshape(rows.size, T)
+            # (row, t) pairs in file order, so the reads walk the file forwards
+            pairs = sorted((int(samples[r, t]), int(r), t) for r in rows for t in range(T))
+            order = [p[0] for p in pairs]
             for c, field in enumerate(self.fields):
-                block = self._files[k].read_batch(field, needed)
-                out[rows, :, c] = block[where]
+                self._files[k].read_into(field, order, [out[r, t, c] for _, r, t in pairs])
         return out[:, 0] if self.window is None else out
 
     def close(self) -> None:

@@ -475,6 +475,31 @@ def test_read_batch_matches_fancy_indexing(tmp_path):
                 g.read_batch("u", bad)
 
 
+def test_read_into_reads_any_order_straight_into_caller_buffers(tmp_path):
+    path = tmp_path / "run.h5"
+    w = new_writer(path, n_samples=22, n_trajectories=1)
+    idx = np.arange(20)
+    frames = all_frames(20)
+    w.write_samples({"u": frames, "v": -frames}, time=idx * 0.1, trajectory=np.zeros(20, int), step=idx)
+    w.commit()
+    w.write_samples({"u": frames[:2], "v": frames[:2]}, time=[2, 2], trajectory=[0, 0], step=[20, 21])  # uncommitted
+    w.close()
+    with open_dataset(path) as g:
+        order = [7, 3, 3, 19, 0]
+        out = np.zeros((5, 2, H, W), np.float32)  # rows of a (B, C, H, W) batch as destinations
+        g.read_into("v", order, [out[j, 1] for j in range(5)])
+        np.testing.assert_array_equal(out[:, 1], -frames[order])
+        assert not out[:, 0].any()  # nothing written elsewhere
+        for bad_out, message in (
+            ([np.zeros((H, W), np.float64)], "float32"),
+            ([np.zeros((H, W + 1), np.float32)], "C-contiguous"),
+        ):
+            with pytest.raises(ValueError, match=message):
+                g.read_into("u", [0], bad_out)
+        with pytest.raises(ValueError, match="out of range"):
+            g.read_into("u", [20], [np.zeros((H, W), np.float32)])  # sample 20 was written but never committed
+
+
 # --------------------------------------------------------------------------------------------------
 # validate
 
