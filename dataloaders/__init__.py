@@ -5,7 +5,7 @@ Three pieces, each usable alone:
 - `GustDataset` (dataset.py): random access to the samples of one or several Gust files (same fields and
   grid), restricted to a sample range and a set of trajectories; items are single samples (C, H, W) or
   time windows (T, C, H, W) of `n_steps_input + n_steps_output` frames that never cross a trajectory.
-  `read_batch(indices)` reads each file once per field at sorted indices into a fresh buffer.
+  `read_batch(indices)` reads every sample straight into its row of a fresh buffer (`GustFile.read_into`).
   `split_by_trajectory` gives disjoint train/test trajectory ids.
 - `FieldStats`, `compute_stats` (stats.py): per-field mean/std streamed in float64 over a selection, saved and
   loaded as JSON, reused to normalise another selection.
