@@ -219,7 +219,7 @@ class RBModel(NamedTuple):
         return jnp.fft.irfft(f_hat, n=self.nx, axis=-1, norm="forward")
 
     def diagnostics(self, s: RBState) -> dict[str, jnp.ndarray]:
-        """Nusselt numbers by five definitions, kinetic energy, Reynolds number, CFL.
+        """Nusselt numbers by five definitions, kinetic energy, Reynolds number, CFL, max |w| and dt.
 
         Nu_bottom/top = −∂b/∂z at the walls (x-mean); Nu_volume = 1 + ⟨wb⟩/κ; Nu_thermal = ⟨|∇b|²⟩
         (thermal dissipation / κ); Nu_kinetic = 1 + ν⟨|∇u|²⟩/κ (kinetic dissipation ε_u = κ(Nu − 1)).
@@ -250,6 +250,7 @@ class RBModel(NamedTuple):
             "reynolds": jnp.sqrt(2.0 * ke) / self.nu,
             "cfl": cfl,
             "max_abs_w": jnp.max(jnp.abs(w)),
+            "dt": jnp.asarray(self.dt, ke.dtype),
         }
 
     def pressure_hat(self, s: RBState, solve):

@@ -43,6 +43,7 @@ DIAGNOSTICS = (
     "reynolds",
     "cfl",
     "max_abs_w",
+    "dt",
 )
 NUSSELT = DIAGNOSTICS[:5]
 SOLVER_NAME = "solvers.rayleigh_benard"
