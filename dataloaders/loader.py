@@ -20,8 +20,8 @@ Devices. `sharding=batch_sharding()` splits the batch axis over all devices (a 1
 batch size must be a multiple of the number of devices. Several processes (after `jax.distributed.initialize()`):
 every process builds the same loader (same files, seed and batch size, so the same permutation); each reads only
 the rows of the global batch that belong to its own devices and the global array is assembled with
-`jax.make_array_from_process_local_data`. The single-process path and 4 simulated devices are tested; the
-multi-process path is not exercised by the test suite.
+`jax.make_array_from_process_local_data`. Tested: one process, 4 simulated devices, and 2 processes x 2 simulated
+CPU devices joined by `jax.distributed` (tests/test_dataloaders.py).
 """
 
 from __future__ import annotations

@@ -374,6 +374,48 @@ def test_four_simulated_devices_split_the_batch(files):
     assert lines[1] == "BATCHES 3"
 
 
+TWO_PROCESSES = """
+import sys
+import numpy as np, jax
+jax.distributed.initialize(coordinator_address=sys.argv[2], num_processes=2, process_id=int(sys.argv[3]))
+from jax.experimental import multihost_utils
+from dataloaders import BatchLoader, GustDataset, batch_sharding
+assert jax.device_count() == 4 and jax.local_device_count() == 2
+ds = GustDataset(sys.argv[1], ["u", "v"])
+loader = BatchLoader(ds, 8, seed=5, epochs=1, sharding=batch_sharding())
+for k, batch in enumerate(loader):
+    assert batch.shape == (8, 2, 8, 6) and len(batch.addressable_shards) == 2
+    whole = multihost_utils.process_allgather(batch, tiled=True)
+    np.testing.assert_array_equal(whole, ds.read_batch(loader.batch_indices(0, k)))
+print("BATCHES", k + 1)
+"""
+
+
+def test_two_processes_assemble_the_global_batch_from_their_own_rows(files):
+    # 2 processes x 2 simulated CPU devices under jax.distributed: each reads only its rows, and the global
+    # array assembled by make_array_from_process_local_data equals the single-process batch
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(TWO_PROCESSES), str(files["a"]), f"127.0.0.1:{port}", str(i)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    assert all("BATCHES 3" in o[0] for o in outs)
+
+
 def test_windows_of_a_real_turbulence_run_follow_time_within_one_trajectory(tmp_path):
     from solvers.py2d_turbulence.solver import Py2DConfig, run
 
