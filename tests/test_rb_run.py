@@ -150,3 +150,64 @@ def test_ic_file_continues_from_the_saved_state(tmp_path):
     assert s2["time"][0] == 0.0
     code, _ = cli(tmp_path, "--ic_file", str(first), "--nx", "32", out="third")
     assert code == 2
+
+
+ADAPTIVE = ["--rayleigh", "1e5", "--nx", "32", "--nz", "13", "--dt", "0.02", "--max_dt", "0.1", "--t_total", "6",
+            "--save_interval", "1", "--ic_amplitude", "0.3"]  # fmt: skip
+
+
+def test_adaptive_dt_follows_the_cfl_and_keeps_frames_on_exact_times(tmp_path):
+    code, path = cli(tmp_path, *ADAPTIVE)
+    assert code == 0
+    _, samples, d, complete = read_all(path)
+    assert complete and hdf5_utils.validate(path) == []
+    np.testing.assert_allclose(samples["time"], np.arange(7.0), atol=1e-12)
+    dt, cfl = d["dt"][:, 0], d["cfl"][:, 0]
+    assert dt.max() <= 0.1 + 1e-12 and len(np.unique(np.round(dt, 12))) > 1  # it adapted, within max_dt
+    assert cfl.max() <= rb.CFL_LIMIT
+    steps = samples["step"]
+    np.testing.assert_allclose(np.diff(steps), np.round(1.0 / dt[9::10][: len(steps) - 1]), atol=0)
+
+
+def test_adaptive_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    real = solver.make_simulation
+
+    def interrupted(cfg):
+        sim = real(cfg)
+        calls = {"n": 0}
+
+        def chunk(state):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise KeyboardInterrupt
+            return sim.chunk(state)
+
+        return dataclasses.replace(sim, chunk=chunk)
+
+    monkeypatch.setattr(solver, "make_simulation", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli(tmp_path, *ADAPTIVE)
+    monkeypatch.setattr(solver, "make_simulation", real)
+    assert cli(tmp_path, *ADAPTIVE, "--resume")[0] == 0
+    assert cli(tmp_path, *ADAPTIVE, out="straight")[0] == 0
+    path = next((tmp_path / "out").glob("*.h5"))
+    resumed, r_samples, r_diag, complete = read_all(path)
+    straight, s_samples, s_diag, _ = read_all(next((tmp_path / "straight").glob("*.h5")))
+    assert complete
+    np.testing.assert_array_equal(r_samples["step"], s_samples["step"])
+    np.testing.assert_array_equal(r_diag["dt"], s_diag["dt"])
+    np.testing.assert_array_equal(resumed, straight)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--max_dt", "0.01"], "--max_dt must be 0 (fixed dt) or >= --dt"),
+        (["--max_dt", "0.1", "--cfl_safety", "1.5"], "--cfl_safety must be in (0, 1)"),
+        (["--max_dt", "0.1", "--spinup_time", "0.1"], "--spinup_time must be a multiple of --save_interval"),
+    ],
+)
+def test_bad_adaptive_settings(tmp_path, capsys, args, needle):
+    code, _ = cli(tmp_path, *args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err and len(err.splitlines()) == 1, err

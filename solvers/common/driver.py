@@ -52,6 +52,8 @@ class RunConfig(Protocol):
     n_trajectories: int
     precision: str
     dt: float
+    save_interval: float
+    spinup_time: float
 
     @property
     def n_frames(self) -> int: ...
@@ -148,17 +150,21 @@ def non_finite(finite: np.ndarray) -> str | None:
     return f"blow-up: non-finite values in trajectory {int(np.argmin(finite))}; reduce --dt or raise the resolution"
 
 
-def _write_frame(sim: Simulation, writer, frame: int, fields: dict, state) -> None:
+def frame_time(cfg: RunConfig, frame: int) -> float:
+    """Simulation time of saved frame ``frame`` (frame 0 follows the spin-up)."""
+    return cfg.spinup_time + frame * cfg.save_interval
+
+
+def _write_frame(sim: Simulation, writer, frame: int, fields: dict, state) -> int:
+    """Write one frame's samples and the state; return the step count reached (the solver's step counter)."""
     cfg = sim.cfg
     m = cfg.n_trajectories
-    step = cfg.spinup_steps + frame * cfg.save_every
-    writer.write_samples(
-        fields,
-        time=np.full(m, step * cfg.dt),
-        trajectory=np.arange(m, dtype=np.int64),
-        step=np.full(m, step, dtype=np.int64),
-    )
-    writer.write_state(sim.state_arrays(gather(state)), step, step * cfg.dt)
+    arrays = sim.state_arrays(gather(state))
+    steps = np.broadcast_to(np.asarray(arrays["step_counter"], dtype=np.int64), (m,))
+    t = frame_time(cfg, frame)
+    writer.write_samples(fields, time=np.full(m, t), trajectory=np.arange(m, dtype=np.int64), step=steps)
+    writer.write_state(arrays, int(steps.max()), t)
+    return int(steps.max())
 
 
 def _spin_up(sim: Simulation, state, progress: bool):
@@ -193,6 +199,7 @@ def _run_frames(sim: Simulation, writer, state, start: int, progress: bool) -> N
         dynamic_ncols=True,
         file=sys.stderr,
     )
+    steps = int(np.max(sim.state_arrays(gather(state))["step_counter"]))
     pending = sim.chunk(state) if start < cfg.n_frames else None
     with bar:
         for frame in range(start, cfg.n_frames):
@@ -203,14 +210,13 @@ def _run_frames(sim: Simulation, writer, state, start: int, progress: bool) -> N
             diags = np.asarray(diags, dtype=np.float64)
             problem = sim.check_chunk(diags, finite)
             if problem:
-                t_bad = (cfg.spinup_steps + frame * cfg.save_every) * cfg.dt
-                _stop(writer, f"{problem} by t = {t_bad:g}; kept {frame} good frames")
-            first = cfg.spinup_steps + (frame - 1) * cfg.save_every
-            t_diag = (first + cfg.diag_interval_steps * np.arange(1, diags.shape[0] + 1)) * cfg.dt
+                _stop(writer, f"{problem} by t = {frame_time(cfg, frame):g}; kept {frame} good frames")
+            rows = diags.shape[0]
+            t_diag = frame_time(cfg, frame - 1) + cfg.save_interval * np.arange(1, rows + 1) / rows
             writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(names)})
-            _write_frame(sim, writer, frame, fields, new_state)
+            steps_before, steps = steps, _write_frame(sim, writer, frame, fields, new_state)
             writer.commit()
-            rate = cfg.save_every / max(walltime.perf_counter() - t0, 1e-12)
+            rate = (steps - steps_before) / max(walltime.perf_counter() - t0, 1e-12)
             post = {label: f"{diags[:, :, i].max():.3f}" for label, i in shown.items()}
             bar.set_postfix(t=f"{t_diag[-1]:.4g}", steps_s=f"{rate:.0f}", **post, refresh=False)
             bar.update(1)
@@ -275,7 +281,7 @@ def run(
                 if cfg.spinup_steps:
                     state = _spin_up(sim, state, progress)
                     if not np.all([np.isfinite(a).all() for a in jax.tree.leaves(gather(state))]):
-                        _stop(writer, f"blow-up during the spin-up (t < {cfg.spinup_steps * cfg.dt:g}); reduce --dt")
+                        _stop(writer, f"blow-up during the spin-up (t < {cfg.spinup_time:g}); reduce --dt")
                 _write_frame(sim, writer, 0, gather(sim.frame(state)), state)
                 writer.commit()
                 start = 1

@@ -3,9 +3,10 @@
     python -m solvers.rayleigh_benard.run_solver --output_dir ./output --rayleigh 1e6
 
 Boussinesq convection between no-slip walls at z = 0 (b = 1) and z = 1 (b = 0), periodic in x with
-length --aspect, in free-fall units. The default (Ra = 1e6, Pr = 1, aspect 4, 256 × 64, dt = 0.01,
-50 time units saved every 0.25) takes a few minutes on a 2-core CPU. The output file name is derived
-from the parameters and printed on stdout; the time-averaged Nusselt numbers are printed at the end.
+length --aspect, in free-fall units; fixed --dt or adaptive dt with --max_dt. The default (Ra = 1e6,
+Pr = 1, aspect 4, 256 × 64, dt = 0.01, 50 time units saved every 0.25) takes about a minute on a
+2-core CPU. The output file name is derived from the parameters and printed on stdout; the
+time-averaged Nusselt numbers are printed at the end.
 """
 
 from __future__ import annotations
@@ -37,7 +38,23 @@ def build_parser() -> OneLineArgumentParser:
     g.add_argument("--nx", type=int, default=d.nx, help=f"Fourier points in x, even (default {d.nx})")
     g.add_argument("--nz", type=int, default=d.nz, help=f"Chebyshev points in z, >= 8 (default {d.nz})")
     g.add_argument(
-        "--dt", type=float, default=d.dt, help=f"fixed time step; the run stops if CFL > 1 (default {d.dt:g})"
+        "--dt",
+        type=float,
+        default=d.dt,
+        help=f"time step, the initial one with --max_dt; the run stops if CFL > 1 (default {d.dt:g})",
+    )
+    g.add_argument(
+        "--max_dt",
+        type=float,
+        default=d.max_dt,
+        help="adaptive dt: after each frame dt = cfl_safety x the CFL-limited step, at most max_dt, "
+        "starting from --dt (default 0: fixed --dt)",
+    )
+    g.add_argument(
+        "--cfl_safety",
+        type=float,
+        default=d.cfl_safety,
+        help=f"target CFL number of the adaptive dt, in (0, 1) (default {d.cfl_safety:g})",
     )
     g.add_argument(
         "--t_total", type=float, default=d.t_total, help=f"saved duration after spin-up (default {d.t_total:g})"

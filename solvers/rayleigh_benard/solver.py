@@ -5,8 +5,9 @@ ensemble functions (``vmap`` over trajectories, sharded over devices) and output
 through the shared driver (crash-safe HDF5 output, resume, progress bar). Trajectory m starts from the
 conductive state plus noise drawn with ``fold_in(PRNGKey(seed), m)``.
 
-Time step: fixed ``--dt`` with a CFL guard — a chunk whose CFL number dt·max(|u|/Δx + |w|/Δz) (local
-Chebyshev spacing Δz) exceeds ``rb_core.CFL_LIMIT`` stops the run, keeping every frame already written.
+Time step: fixed ``--dt`` or adaptive (``--max_dt``, see :class:`StepControl`), with a CFL guard: a frame
+whose CFL number dt·max(|u|/Δx + |w|/Δz) (local Chebyshev spacing Δz) exceeds ``rb_core.CFL_LIMIT`` stops
+the run, keeping every frame already written.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class RBConfig:
     nx: int = 256
     nz: int = 64
     dt: float = 0.01
+    max_dt: float = 0.0  # > 0: adaptive dt (CFL-controlled, at most max_dt); 0: fixed dt
+    cfl_safety: float = 0.4
     t_total: float = 50.0
     save_interval: float = 0.25
     spinup_time: float = 0.0
@@ -87,6 +90,18 @@ class RBConfig:
             raise ValueError(f"--dt must be > 0 (got {self.dt:g})")
         if not self.t_total > 0:
             raise ValueError(f"--t_total must be > 0 (got {self.t_total:g})")
+        if self.max_dt < 0 or (self.max_dt and self.dt > self.max_dt):
+            raise ValueError(f"--max_dt must be 0 (fixed dt) or >= --dt={self.dt:g} (got {self.max_dt:g})")
+        if not 0 < self.cfl_safety < rb.CFL_LIMIT:
+            raise ValueError(f"--cfl_safety must be in (0, {rb.CFL_LIMIT:g}) (got {self.cfl_safety:g})")
+        if (
+            self.max_dt
+            and abs(self.spinup_time / self.save_interval - round(self.spinup_time / self.save_interval)) > 1e-9
+        ):
+            raise ValueError(
+                f"with --max_dt, --spinup_time must be a multiple of --save_interval={self.save_interval:g} "
+                f"(got {self.spinup_time:g})"
+            )
         save_every = driver.as_steps(self.save_interval, self.dt, "save_interval")
         driver.as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
         n = self.t_total / self.save_interval
@@ -185,8 +200,9 @@ class Simulation:
     advance: Callable
     frame: Callable
     sharding: NamedSharding
+    control: StepControl
     diagnostic_names: tuple[str, ...] = DIAGNOSTICS
-    progress_diagnostics = MappingProxyType({"nusselt_volume": "Nu", "cfl": "cfl"})
+    progress_diagnostics = MappingProxyType({"nusselt_volume": "Nu", "cfl": "cfl", "dt": "dt"})
 
     def initial_state(self) -> rb.RBState:
         cfg = self.cfg
@@ -213,7 +229,9 @@ class Simulation:
             return problem
         cfl = diags[:, :, DIAGNOSTICS.index("cfl")].max()
         if cfl > rb.CFL_LIMIT:
-            return f"CFL {cfl:.3g} above the limit {rb.CFL_LIMIT:g}; reduce --dt"
+            fix = "lower --cfl_safety or --max_dt" if self.cfg.max_dt else "reduce --dt or use --max_dt"
+            return f"CFL {cfl:.3g} above the limit {rb.CFL_LIMIT:g}; {fix}"
+        self.control.update(float(diags[-1, 0, DIAGNOSTICS.index("dt")]), float(cfl))
         return None
 
     def state_arrays(self, host: rb.RBState) -> dict[str, np.ndarray]:
@@ -223,9 +241,11 @@ class Simulation:
             "theta_hat": host.theta_hat,
             "mean_u": host.mean_u,
             "step_counter": host.step,
+            "steps_per_frame": self.control.snapshot(),
         }
 
     def state_from_arrays(self, a: dict[str, np.ndarray]) -> rb.RBState:
+        self.control.restore(a["steps_per_frame"])
         return rb.RBState(a["omega_hat"], a["psi_hat"], a["theta_hat"], a["mean_u"], a["step_counter"])
 
     def new_writer(self, path: Path, overwrite: bool, argv) -> hdf5_utils.GustWriter:
@@ -252,6 +272,7 @@ class Simulation:
                 "theta_hat": ((m, nz, nkx), cplx),
                 "mean_u": ((m, nz), real),
                 "step_counter": ((m,), np.dtype(np.int32)),
+                "steps_per_frame": ((2,), np.dtype(np.int64)),
             },
             attrs=file_attrs(cfg, argv),
             overwrite=overwrite,
@@ -286,6 +307,61 @@ def saved_state(cfg: RBConfig) -> rb.RBState:
     )
 
 
+class StepControl:
+    """Host-side choice of the step count per saved frame (dt = save_interval / n, constant within a frame).
+
+    Fixed mode (``max_dt`` = 0): n = save_interval / dt throughout. Adaptive mode: after each frame the CFL
+    number it reached sets the next dt to ``cfl_safety`` times the CFL-limited step, capped at ``max_dt``: it
+    shrinks at once but grows by one notch of n per frame (the next frame is already dispatched when a frame's
+    CFL is known); n is a multiple of the diagnostics rows, so frames and diagnostics fall on exact times.
+    The per-mode implicit inverses of each n are built once and cached.
+    """
+
+    def __init__(self, cfg: RBConfig, rows: int):
+        self.cfg, self.rows = cfg, rows
+        self.n = cfg.save_every  # for the next chunk to dispatch
+        self.in_flight: list[int] = []  # n of dispatched chunks whose CFL is not known yet
+        self.queued: list[int] = []  # n already decided for the next dispatches (restored on resume)
+        self._solves: dict[int, rb.RBSolves] = {}
+
+    def next_n(self) -> int:
+        n = self.queued.pop(0) if self.queued else self.n
+        self.in_flight.append(n)
+        return n
+
+    def snapshot(self) -> np.ndarray:
+        """(n of the chunk after the last written frame, n of the one after it): what a resumed run must use."""
+        first = self.queued[0] if self.queued else (self.in_flight[0] if self.in_flight else self.n)
+        second = self.queued[1] if len(self.queued) > 1 else self.n
+        return np.array([first, second], dtype=np.int64)
+
+    def restore(self, snapshot) -> None:
+        self.queued = [int(x) for x in np.asarray(snapshot).reshape(-1)]
+        self.n = self.queued[-1]
+
+    def steps_for(self, dt: float) -> int:
+        return self.rows * math.ceil(self.cfg.save_interval / (self.rows * dt) - 1e-9)
+
+    def solves(self, n: int) -> rb.RBSolves:
+        if n not in self._solves:
+            cfg = self.cfg
+            nu, kappa = math.sqrt(cfg.prandtl / cfg.rayleigh), 1.0 / math.sqrt(cfg.rayleigh * cfg.prandtl)
+            a = rb.GAMMA * cfg.save_interval / n
+            host = rb.make_solves(cfg.nx, cfg.nz, cfg.aspect, nu, kappa, a)
+            self._solves[n] = rb.RBSolves(*(jnp.asarray(x, dtype=cfg.dtype) for x in host))
+        return self._solves[n]
+
+    def update(self, dt_used: float, cfl: float) -> None:
+        if self.in_flight:
+            self.in_flight.pop(0)
+        if not self.cfg.max_dt:
+            return
+        target = min(dt_used * self.cfg.cfl_safety / max(cfl, 1e-12), self.cfg.max_dt)
+        k_used = round(self.cfg.save_interval / dt_used) // self.rows
+        # shrink dt at once, grow it by one notch of n per frame: the next frame is already running
+        self.n = self.rows * max(self.steps_for(target) // self.rows, k_used - 1, 1)
+
+
 def make_simulation(cfg: RBConfig) -> Simulation:
     """Build the model and the jitted ensemble functions (inside ``jax.enable_x64`` for float64)."""
     model = rb.make_model(
@@ -295,32 +371,52 @@ def make_simulation(cfg: RBConfig) -> Simulation:
         cheb.evaluate(cfg.nz, cfg.output_z()) if cfg.grid == "uniform" else np.eye(cfg.nz), dtype=cfg.dtype
     )
     p_solve = jnp.asarray(rb.make_pressure_solve(cfg.nx, cfg.nz, cfg.aspect), dtype=cfg.dtype)
-    every = cfg.diag_interval_steps
-    n_rows = cfg.save_every // every
+    n_rows = cfg.save_every // cfg.diag_interval_steps
+    control = StepControl(cfg, n_rows)
 
-    def diag_vector(s):
-        d = model.diagnostics(s)
-        return jnp.stack([d[n] for n in DIAGNOSTICS])
+    def chunk_one(s: rb.RBState, solves, dt, steps_per_row):
+        m = model._replace(solves=solves, dt=dt)
 
-    def chunk_one(s: rb.RBState):
         def body(x, _):
-            x = jax.lax.fori_loop(0, every, lambda _, y: model.step(y), x)
-            return x, diag_vector(x)
+            x = jax.lax.fori_loop(0, steps_per_row, lambda _, y: m.step(y), x)
+            d = m.diagnostics(x)
+            return x, jnp.stack([d[n] for n in DIAGNOSTICS])
 
         s, diags = jax.lax.scan(body, s, None, length=n_rows)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(jnp.abs(a))) for a in (s.omega_hat, s.theta_hat)]))
         return s, output_fields(model, s, cfg.fields, to_grid, p_solve), diags, finite
 
-    def advance_one(s, n_steps):
-        return jax.lax.fori_loop(0, n_steps, lambda _, y: model.step(y), s)
+    jitted = jax.jit(jax.vmap(chunk_one, in_axes=(0, None, None, None), out_axes=(0, 0, 1, 0)))
+
+    def chunk(state):
+        n = control.next_n()
+        dt = jnp.asarray(cfg.save_interval / n, dtype=cfg.dtype)
+        return jitted(state, control.solves(n), dt, n // n_rows)
+
+    fixed_advance = jax.jit(
+        jax.vmap(lambda s, n: jax.lax.fori_loop(0, n, lambda _, y: model.step(y), s), in_axes=(0, None))
+    )
+
+    def advance(state, n_steps):
+        """Spin-up by n_steps of the nominal dt; with adaptive dt in whole save intervals at the controlled dt."""
+        if not cfg.max_dt:
+            return fixed_advance(state, n_steps)
+        done = 0
+        while done < n_steps:
+            state, _, diags, _ = chunk(state)
+            d = np.asarray(driver.gather(diags), dtype=np.float64)
+            control.update(float(d[-1, 0, DIAGNOSTICS.index("dt")]), float(d[:, :, DIAGNOSTICS.index("cfl")].max()))
+            done += cfg.save_every
+        return state
 
     return Simulation(
         cfg=cfg,
         model=model,
-        chunk=jax.jit(jax.vmap(chunk_one, out_axes=(0, 0, 1, 0))),
-        advance=jax.jit(jax.vmap(advance_one, in_axes=(0, None))),
+        chunk=chunk,
+        advance=advance,
         frame=jax.jit(jax.vmap(lambda s: output_fields(model, s, cfg.fields, to_grid, p_solve))),
         sharding=driver.trajectory_sharding(cfg.n_trajectories),
+        control=control,
     )
 
 
@@ -338,6 +434,9 @@ def file_attrs(cfg: RBConfig, argv) -> dict:
         "nx": int(cfg.nx),
         "nz": int(cfg.nz),
         "dt": float(cfg.dt),
+        "max_dt": float(cfg.max_dt),
+        "cfl_safety": float(cfg.cfl_safety),
+        "time_step": "adaptive (CFL-controlled per frame, see /diagnostics/dt)" if cfg.max_dt else "fixed",
         "save_interval": float(cfg.save_interval),
         "spinup_time": float(cfg.spinup_time),
         "t_total": float(cfg.t_total),
