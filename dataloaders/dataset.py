@@ -12,8 +12,8 @@ Items are ordered file by file, then (windows) trajectory by trajectory, then by
 files' own time-major sample order. Only committed samples are used: a file still being written (or left by a
 crash) contributes what it had committed when it was opened, with a warning.
 
-All reads go through `solvers.common.hdf5_utils` (the one reader of the format): `read_batch` reads each file's
-needed samples as one sorted, duplicate-free HDF5 read per field into freshly allocated arrays.
+All reads go through `solvers.common.hdf5_utils` (the one reader of the format): `read_batch` reads every needed
+sample straight into its place in a freshly allocated array, in file order, with `GustFile.read_into`.
 """
 
 from __future__ import annotations
