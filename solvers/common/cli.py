@@ -53,3 +53,34 @@ def init_distributed(args: argparse.Namespace) -> None:
 
     keys = ("coordinator_address", "num_processes", "process_id")
     jax.distributed.initialize(**{k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+
+
+def run_solver_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: list[str] | None) -> int:
+    """The body of every solver CLI: parse, build the frozen config (its ValueErrors become one-line errors, exit
+    2), join a distributed run if asked, ``run(config, output_dir, ...)``, print the output path (process 0)."""
+    from .driver import BlowUpError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if args.overwrite and args.resume:
+        return fail(prog, "--overwrite and --resume exclude each other; pick one")
+    try:
+        cfg = config_cls(**{k: v for k, v in vars(args).items() if k in config_cls.__dataclass_fields__})
+        init_distributed(args)
+        path = run(
+            cfg,
+            args.output_dir,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            progress=not args.no_progress,
+            argv=[*prog.split(), *argv],
+        )
+    except (ValueError, FileExistsError) as e:
+        return fail(prog, str(e))
+    except BlowUpError as e:
+        return fail(prog, str(e), EXIT_RUN_FAILED)
+    import jax
+
+    if jax.process_index() == 0:
+        print(path)
+    return 0

@@ -23,6 +23,7 @@ import math
 import sys
 import time as walltime
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +45,55 @@ def as_steps(value: float, dt: float, name: str, allow_zero: bool = False) -> in
     if abs(ratio - n) > 1e-9 * max(1.0, abs(ratio)) or n < (0 if allow_zero else 1):
         raise ValueError(f"--{name} must be a positive multiple of --dt={dt:g} (got {value:g} = {ratio:.6g} steps)")
     return n
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """The time settings every solver config shares (subclasses redeclare the fields with their own defaults and
+    call :meth:`check_time` from ``__post_init__``). Frames are saved at t = spinup_time + k·save_interval,
+    k = 0 … t_total/save_interval; diagnostics every ``diag_every`` steps (0: about ten per frame)."""
+
+    dt: float = 0.01
+    t_total: float = 1.0
+    save_interval: float = 0.1
+    spinup_time: float = 0.0
+    diag_every: int = 0
+
+    def check_time(self) -> None:
+        """One-line ValueErrors for inconsistent time settings."""
+        for name in ("dt", "t_total", "save_interval"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be > 0 (got {getattr(self, name):g})")
+        save_every = as_steps(self.save_interval, self.dt, "save_interval")
+        as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
+        n = self.t_total / self.save_interval
+        if abs(n - round(n)) > 1e-9 * max(1.0, n):
+            raise ValueError(
+                f"--t_total must be a multiple of --save_interval={self.save_interval:g} (got {self.t_total:g})"
+            )
+        if self.diag_every < 0 or (self.diag_every and save_every % self.diag_every):
+            raise ValueError(
+                f"--diag_every must divide the {save_every} steps between saved frames (got {self.diag_every})"
+            )
+
+    @property
+    def save_every(self) -> int:
+        return as_steps(self.save_interval, self.dt, "save_interval")
+
+    @property
+    def spinup_steps(self) -> int:
+        return as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
+
+    @property
+    def n_frames(self) -> int:
+        return round(self.t_total / self.save_interval) + 1
+
+    @property
+    def diag_interval_steps(self) -> int:
+        if self.diag_every:
+            return self.diag_every
+        n = self.save_every
+        return max(d for d in range(1, n + 1) if n % d == 0 and d <= max(1, n // 10))
 
 
 class RunConfig(Protocol):

@@ -11,16 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from ..common.cli import (
-    EXIT_RUN_FAILED,
-    OneLineArgumentParser,
-    add_distributed_flags,
-    comma_list,
-    fail,
-    init_distributed,
-)
+from ..common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, run_solver_main
 from .schemes import SCHEMES
-from .solver import FIELDS, IC_KINDS, PRECISIONS, BlowUpError, Py2DConfig, run
+from .solver import FIELDS, IC_KINDS, PRECISIONS, Py2DConfig, run
 
 PROG = "python -m solvers.py2d_turbulence.run_solver"
 
@@ -120,36 +113,8 @@ def build_parser() -> OneLineArgumentParser:
     return p
 
 
-def config_from_args(args) -> Py2DConfig:
-    keys = Py2DConfig.__dataclass_fields__
-    return Py2DConfig(**{k: v for k, v in vars(args).items() if k in keys})
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    if args.overwrite and args.resume:
-        return fail(PROG, "--overwrite and --resume exclude each other; pick one")
-    try:
-        cfg = config_from_args(args)
-        init_distributed(args)
-        path = run(
-            cfg,
-            args.output_dir,
-            overwrite=args.overwrite,
-            resume=args.resume,
-            progress=not args.no_progress,
-            argv=["python", "-m", "solvers.py2d_turbulence.run_solver", *argv],
-        )
-    except (ValueError, FileExistsError) as e:
-        return fail(PROG, str(e))
-    except BlowUpError as e:
-        return fail(PROG, str(e), EXIT_RUN_FAILED)
-    import jax
-
-    if jax.process_index() == 0:
-        print(path)
-    return 0
+    return run_solver_main(PROG, build_parser(), Py2DConfig, run, argv)
 
 
 if __name__ == "__main__":

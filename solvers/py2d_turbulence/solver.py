@@ -59,7 +59,7 @@ SEED_DERIVATION = "trajectory m starts from jax.random.fold_in(jax.random.PRNGKe
 
 
 @dataclass(frozen=True)
-class Py2DConfig:
+class Py2DConfig(driver.TimeGrid):
     """Every setting of a run. Validated on construction: a bad value raises a one-line ValueError."""
 
     NX: int = 128
@@ -88,19 +88,7 @@ class Py2DConfig:
             raise ValueError(f"--NX must be an even integer >= 8 for the 2/3 dealiasing rule (got {self.NX}); try 128")
         if not self.Re > 0:
             raise ValueError(f"--Re must be > 0 (got {self.Re:g})")
-        if not self.dt > 0:
-            raise ValueError(f"--dt must be > 0 (got {self.dt:g})")
-        if not self.t_total > 0:
-            raise ValueError(f"--t_total must be > 0 (got {self.t_total:g})")
-        if not self.save_interval > 0:
-            raise ValueError(f"--save_interval must be > 0 (got {self.save_interval:g})")
-        save_every = driver.as_steps(self.save_interval, self.dt, "save_interval")
-        driver.as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
-        n = self.t_total / self.save_interval
-        if abs(n - round(n)) > 1e-9 * max(1.0, n):
-            raise ValueError(
-                f"--t_total must be a multiple of --save_interval={self.save_interval:g} (got {self.t_total:g})"
-            )
+        self.check_time()
         if self.alpha < 0:
             raise ValueError(f"--alpha must be >= 0 (got {self.alpha:g})")
         kmax = (self.NX - 1) // 3
@@ -135,32 +123,8 @@ class Py2DConfig:
                 f"{what} gives one deterministic initial field, so the {self.n_trajectories} trajectories "
                 "would be identical; use --ic random or --n_trajectories 1"
             )
-        if self.diag_every < 0 or (self.diag_every and save_every % self.diag_every):
-            raise ValueError(
-                f"--diag_every must divide the {save_every} steps between saved frames (got {self.diag_every})"
-            )
 
     # --- derived quantities -----------------------------------------------------------------
-    @property
-    def save_every(self) -> int:
-        return driver.as_steps(self.save_interval, self.dt, "save_interval")
-
-    @property
-    def spinup_steps(self) -> int:
-        return driver.as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
-
-    @property
-    def n_frames(self) -> int:
-        """Saved frames per trajectory: t = spinup_time + k·save_interval, k = 0 … t_total/save_interval."""
-        return round(self.t_total / self.save_interval) + 1
-
-    @property
-    def diag_interval_steps(self) -> int:
-        if self.diag_every:
-            return self.diag_every
-        divisors = [d for d in range(1, self.save_every + 1) if self.save_every % d == 0]
-        return max(d for d in divisors if d <= max(1, self.save_every // 10))
-
     @property
     def dtype(self):
         return jnp.float64 if self.precision == "float64" else jnp.float32

@@ -13,15 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from ..common.cli import (
-    EXIT_RUN_FAILED,
-    OneLineArgumentParser,
-    add_distributed_flags,
-    comma_list,
-    fail,
-    init_distributed,
-)
-from .solver import FIELDS, GRIDS, PRECISIONS, BlowUpError, RBConfig, run
+from ..common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, run_solver_main
+from .solver import FIELDS, GRIDS, PRECISIONS, RBConfig, run
 
 PROG = "python -m solvers.rayleigh_benard.run_solver"
 
@@ -126,31 +119,7 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    if args.overwrite and args.resume:
-        return fail(PROG, "--overwrite and --resume exclude each other; pick one")
-    try:
-        keys = RBConfig.__dataclass_fields__
-        cfg = RBConfig(**{k: v for k, v in vars(args).items() if k in keys})
-        init_distributed(args)
-        path = run(
-            cfg,
-            args.output_dir,
-            overwrite=args.overwrite,
-            resume=args.resume,
-            progress=not args.no_progress,
-            argv=["python", "-m", "solvers.rayleigh_benard.run_solver", *argv],
-        )
-    except (ValueError, FileExistsError) as e:
-        return fail(PROG, str(e))
-    except BlowUpError as e:
-        return fail(PROG, str(e), EXIT_RUN_FAILED)
-    import jax
-
-    if jax.process_index() == 0:
-        print(path)
-    return 0
+    return run_solver_main(PROG, build_parser(), RBConfig, run, argv)
 
 
 if __name__ == "__main__":

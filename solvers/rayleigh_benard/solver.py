@@ -52,7 +52,7 @@ SEED_DERIVATION = "trajectory m: noise from jax.random.fold_in(jax.random.PRNGKe
 
 
 @dataclass(frozen=True)
-class RBConfig:
+class RBConfig(driver.TimeGrid):
     """Every setting of a run. Validated on construction: a bad value raises a one-line ValueError."""
 
     rayleigh: float = 1e6
@@ -86,10 +86,7 @@ class RBConfig:
             raise ValueError(f"--nx must be an even integer >= 4 (got {self.nx}); try 256")
         if not isinstance(self.nz, int) or self.nz < 8:
             raise ValueError(f"--nz must be an integer >= 8 Chebyshev points (got {self.nz}); try 64")
-        if not self.dt > 0:
-            raise ValueError(f"--dt must be > 0 (got {self.dt:g})")
-        if not self.t_total > 0:
-            raise ValueError(f"--t_total must be > 0 (got {self.t_total:g})")
+        self.check_time()
         if self.max_dt < 0 or (self.max_dt and self.dt > self.max_dt):
             raise ValueError(f"--max_dt must be 0 (fixed dt) or >= --dt={self.dt:g} (got {self.max_dt:g})")
         if not 0 < self.cfl_safety < rb.CFL_LIMIT:
@@ -101,13 +98,6 @@ class RBConfig:
             raise ValueError(
                 f"with --max_dt, --spinup_time must be a multiple of --save_interval={self.save_interval:g} "
                 f"(got {self.spinup_time:g})"
-            )
-        save_every = driver.as_steps(self.save_interval, self.dt, "save_interval")
-        driver.as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
-        n = self.t_total / self.save_interval
-        if abs(n - round(n)) > 1e-9 * max(1.0, n):
-            raise ValueError(
-                f"--t_total must be a multiple of --save_interval={self.save_interval:g} (got {self.t_total:g})"
             )
         if not self.fields:
             raise ValueError(f"--fields must name at least one of {', '.join(FIELDS)}")
@@ -126,30 +116,6 @@ class RBConfig:
             raise ValueError(f"--n_trajectories must be >= 1 (got {self.n_trajectories})")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if self.diag_every < 0 or (self.diag_every and save_every % self.diag_every):
-            raise ValueError(
-                f"--diag_every must divide the {save_every} steps between saved frames (got {self.diag_every})"
-            )
-
-    @property
-    def save_every(self) -> int:
-        return driver.as_steps(self.save_interval, self.dt, "save_interval")
-
-    @property
-    def spinup_steps(self) -> int:
-        return driver.as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
-
-    @property
-    def n_frames(self) -> int:
-        return round(self.t_total / self.save_interval) + 1
-
-    @property
-    def diag_interval_steps(self) -> int:
-        if self.diag_every:
-            return self.diag_every
-        return max(
-            d for d in range(1, self.save_every + 1) if self.save_every % d == 0 and d <= max(1, self.save_every // 10)
-        )
 
     @property
     def dtype(self):
