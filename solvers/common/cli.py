@@ -84,3 +84,47 @@ def run_solver_main(prog: str, parser: argparse.ArgumentParser, config_cls, run,
     if jax.process_index() == 0:
         print(path)
     return 0
+
+
+def add_run_flags(parser: argparse.ArgumentParser, d) -> None:
+    """The flags every solver shares, with defaults from its config ``d``: time grid, precision, ensemble,
+    overwrite/resume, progress and the ``jax.distributed`` flags."""
+    g = parser.add_argument_group("time grid")
+    g.add_argument(
+        "--t_total", type=float, default=d.t_total, help=f"saved duration after spin-up (default {d.t_total:g})"
+    )
+    g.add_argument(
+        "--save_interval",
+        type=float,
+        default=d.save_interval,
+        help=f"time between saved frames, a multiple of dt (default {d.save_interval:g})",
+    )
+    g.add_argument(
+        "--spinup_time",
+        type=float,
+        default=d.spinup_time,
+        help=f"time simulated before the first saved frame, not saved (default {d.spinup_time:g})",
+    )
+    g.add_argument(
+        "--diag_every",
+        type=int,
+        default=d.diag_every,
+        help="steps between diagnostics rows; must divide the steps per frame (default: ~10 per frame)",
+    )
+    g = parser.add_argument_group("execution")
+    g.add_argument(
+        "--precision",
+        choices=("float32", "float64"),
+        default=d.precision,
+        help=f"solver precision (default {d.precision}); fields are stored float32",
+    )
+    g.add_argument(
+        "--n_trajectories",
+        type=int,
+        default=d.n_trajectories,
+        help="ensemble size M, advanced together and sharded over all visible devices (default 1)",
+    )
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last committed frame")
+    g.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_distributed_flags(parser)

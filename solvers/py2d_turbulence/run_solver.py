@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from ..common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, run_solver_main
+from ..common.cli import OneLineArgumentParser, add_run_flags, comma_list, run_solver_main
 from .schemes import SCHEMES
-from .solver import FIELDS, IC_KINDS, PRECISIONS, Py2DConfig, run
+from .solver import FIELDS, IC_KINDS, Py2DConfig, run
 
 PROG = "python -m solvers.py2d_turbulence.run_solver"
 
@@ -36,31 +36,10 @@ def build_parser() -> OneLineArgumentParser:
     g = p.add_argument_group("time")
     g.add_argument("--dt", type=float, default=d.dt, help=f"time step (default {d.dt:g})")
     g.add_argument(
-        "--t_total", type=float, default=d.t_total, help=f"saved duration after spin-up (default {d.t_total:g})"
-    )
-    g.add_argument(
-        "--save_interval",
-        type=float,
-        default=d.save_interval,
-        help=f"time between saved frames, a multiple of dt (default {d.save_interval:g})",
-    )
-    g.add_argument(
-        "--spinup_time",
-        type=float,
-        default=d.spinup_time,
-        help=f"time simulated before the first saved frame, not saved (default {d.spinup_time:g})",
-    )
-    g.add_argument(
         "--scheme",
         choices=list(SCHEMES),
         default=d.scheme,
         help=f"time integrator (default {d.scheme}): " + "; ".join(f"{k}: {s.citation}" for k, s in SCHEMES.items()),
-    )
-    g.add_argument(
-        "--diag_every",
-        type=int,
-        default=d.diag_every,
-        help="steps between diagnostics rows; must divide the steps per frame (default: ~10 per frame)",
     )
     g = p.add_argument_group("initial condition")
     g.add_argument(
@@ -87,29 +66,14 @@ def build_parser() -> OneLineArgumentParser:
     g.add_argument(
         "--seed", type=int, default=d.seed, help="random seed; trajectory m uses fold_in(PRNGKey(seed), m) (default 0)"
     )
-    g = p.add_argument_group("output and execution")
+    g = p.add_argument_group("output")
     g.add_argument(
         "--fields",
         type=comma_list,
         default=d.fields,
         help=f"comma list of fields to save, from {', '.join(FIELDS)} (default omega)",
     )
-    g.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=d.precision,
-        help=f"solver precision (default {d.precision}); fields are stored float32",
-    )
-    g.add_argument(
-        "--n_trajectories",
-        type=int,
-        default=d.n_trajectories,
-        help="ensemble size M, advanced together and sharded over all visible devices (default 1)",
-    )
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last committed frame")
-    g.add_argument("--no_progress", action="store_true", help="no progress bar")
-    add_distributed_flags(p)
+    add_run_flags(p, d)
     return p
 
 

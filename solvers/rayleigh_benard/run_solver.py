@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from ..common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, run_solver_main
-from .solver import FIELDS, GRIDS, PRECISIONS, RBConfig, run
+from ..common.cli import OneLineArgumentParser, add_run_flags, comma_list, run_solver_main
+from .solver import FIELDS, GRIDS, RBConfig, run
 
 PROG = "python -m solvers.rayleigh_benard.run_solver"
 
@@ -49,27 +49,6 @@ def build_parser() -> OneLineArgumentParser:
         default=d.cfl_safety,
         help=f"target CFL number of the adaptive dt, in (0, 1) (default {d.cfl_safety:g})",
     )
-    g.add_argument(
-        "--t_total", type=float, default=d.t_total, help=f"saved duration after spin-up (default {d.t_total:g})"
-    )
-    g.add_argument(
-        "--save_interval",
-        type=float,
-        default=d.save_interval,
-        help=f"time between saved frames, a multiple of dt (default {d.save_interval:g})",
-    )
-    g.add_argument(
-        "--spinup_time",
-        type=float,
-        default=d.spinup_time,
-        help=f"time simulated before the first saved frame, not saved (default {d.spinup_time:g})",
-    )
-    g.add_argument(
-        "--diag_every",
-        type=int,
-        default=d.diag_every,
-        help="steps between diagnostics rows; must divide the steps per frame (default: ~10 per frame)",
-    )
     g = p.add_argument_group("initial condition")
     g.add_argument(
         "--seed", type=int, default=d.seed, help="random seed; trajectory m uses fold_in(PRNGKey(seed), m) (default 0)"
@@ -85,7 +64,7 @@ def build_parser() -> OneLineArgumentParser:
         default=None,
         help="start from the latest saved state of a Gust Rayleigh–Bénard file (same nx, nz; its first M trajectories)",
     )
-    g = p.add_argument_group("output and execution")
+    g = p.add_argument_group("output")
     g.add_argument(
         "--fields",
         type=comma_list,
@@ -99,22 +78,7 @@ def build_parser() -> OneLineArgumentParser:
         help="uniform: fields interpolated spectrally onto nz uniform z points (walls included); "
         "native: the Chebyshev points (default uniform)",
     )
-    g.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=d.precision,
-        help=f"solver precision (default {d.precision}); fields are stored float32",
-    )
-    g.add_argument(
-        "--n_trajectories",
-        type=int,
-        default=d.n_trajectories,
-        help="ensemble size M, advanced together and sharded over all visible devices (default 1)",
-    )
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last committed frame")
-    g.add_argument("--no_progress", action="store_true", help="no progress bar")
-    add_distributed_flags(p)
+    add_run_flags(p, d)
     return p
 
 
