@@ -1,0 +1,639 @@
+"""Train the multi-scale VQ-VAE on a Gust file (issue 5, "Training").
+
+    python -m models.train_vqvae --data_path run.h5 --fields omega --output_dir runs/x --steps 200 --batch_size 8 \
+        --sample_start 0 --sample_stop 96 [--val_start 96 --val_stop 128] [--resume | --overwrite]
+
+The CLI parses its flags into a frozen :class:`TrainConfig` and calls :func:`train`. Fields are normalised with
+statistics of the training range only (``compute_stats``); the model's boundary conditions come from the file's grid.
+Loss: mean over channels of the per-channel MSE of the normalised fields (a variance-normalised MSE) + the
+quantiser's ``vq_loss`` + ``spectral_weight`` × a log-spectral distance (off by default). Optimiser: one factory,
+:func:`make_optimizer`, returning ``chain(clip_by_global_norm(0.5), adamw(warm-up + cosine, mask))``.
+
+Outputs in ``--output_dir`` (process 0 writes; every file is written to a temporary name in the same folder and then
+``os.replace``d, so a killed run never leaves a half-written file):
+
+- ``model.eqx`` + ``config.txt``: the checkpoint pair for :func:`models.models.load` (``config.txt`` holds the
+  ``VQVAEConfig`` lines, every training hyperparameter, data source, fields, sample ranges, normalisation mean/std,
+  code version and step, one ``key = JSON value`` per line); ``stats.json``: the ``FieldStats``.
+- ``metrics.jsonl``: one JSON line per logging step (loss parts, grad norm, learning rate, per-scale usage and
+  perplexity, validation loss when a validation range is given); ``loss.png``: the loss curves.
+- ``checkpoint.json`` → ``ckpt_<step>.eqx``: model and optimiser state (``eqx.tree_serialise_leaves`` of the pair),
+  step and the ``BatchLoader.state()``. The ``.eqx`` is written first, then the JSON pointer is replaced, then older
+  ``.eqx`` files are removed: whenever the process dies, ``checkpoint.json`` names a complete file. ``--resume``
+  continues from it and reaches bit-identical parameters to an uninterrupted run (CPU). Training draws no random
+  numbers after initialisation (no dropout), so the seed, the step and the loader state are the whole RNG state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dataloaders import BatchLoader, FieldStats, GustDataset, batch_sharding, compute_stats
+from solvers.common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, fail, init_distributed
+from solvers.common.hdf5_utils import provenance
+
+from .models import UPSAMPLE_METHODS, MultiScaleVQVAE, VQVAEConfig, codebook_stats, make_model
+
+PROG = "python -m models.train_vqvae"
+MODEL_FILE, CONFIG_FILE, STATS_FILE = "model.eqx", "config.txt", "stats.json"
+METRICS_FILE, PLOT_FILE, CKPT_POINTER = "metrics.jsonl", "loss.png", "checkpoint.json"
+_MODEL_KEYS = ("ch", "ch_mult", "num_res_blocks", "num_groups", "embed_dim", "codebook_size", "scales", "beta")
+_MODEL_KEYS += ("phi_ratio", "phi_kernel", "upsample")
+# Keys that may differ between a run and its --resume (they do not change the trained parameters).
+_RESUME_FREE = ("log_every", "checkpoint_every")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run; validated at construction (one-line ``ValueError`` naming the flag).
+
+    Data: data_path, fields, training samples [sample_start, sample_stop) (stop None: all committed), optional
+    validation samples [val_start, val_stop) (used when val_stop is given). Optimisation: steps, batch_size, lr (peak),
+    warmup_steps (linear from 0; None: steps // 10), end_lr_ratio (cosine decay to lr × end_lr_ratio at `steps`),
+    weight_decay, spectral_weight, seed (model init and batch order), log_every, checkpoint_every. Model: the
+    architecture keys of :class:`VQVAEConfig` (scales None: 1, 2, 4, ... capped at and ending on the latent size).
+    """
+
+    data_path: str
+    fields: tuple[str, ...]
+    steps: int = 100
+    batch_size: int = 8
+    sample_start: int = 0
+    sample_stop: int | None = None
+    val_start: int | None = None
+    val_stop: int | None = None
+    lr: float = 2e-3
+    warmup_steps: int | None = None
+    end_lr_ratio: float = 0.1
+    weight_decay: float = 1e-4
+    spectral_weight: float = 0.0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    ch: int = 16
+    ch_mult: tuple[int, ...] = (1, 2)
+    num_res_blocks: int = 1
+    num_groups: int = 8
+    embed_dim: int = 8
+    codebook_size: int = 64
+    scales: tuple[tuple[int, int], ...] | None = None
+    beta: float = 0.25
+    phi_ratio: float = 0.5
+    phi_kernel: int = 3
+    upsample: str = "bicubic"
+
+    def __post_init__(self):
+        def integer(name, minimum, allow_none=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
+                raise ValueError(f"--{name} must be an integer >= {minimum} (got {v!r})")
+            object.__setattr__(self, name, int(v))
+
+        def number(name, lo, lo_open=False, hi=math.inf):
+            v = getattr(self, name)
+            ok = not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+            ok = ok and (v > lo if lo_open else v >= lo) and v <= hi
+            if not ok:
+                op = ">" if lo_open else ">="
+                rng = f"{op} {lo}" + (f" and <= {hi}" if math.isfinite(hi) else "")
+                raise ValueError(f"--{name} must be a finite number {rng} (got {v!r})")
+            object.__setattr__(self, name, float(v))
+
+        if not isinstance(self.data_path, str | os.PathLike) or not str(self.data_path):
+            raise ValueError(f"--data_path must be a file path (got {self.data_path!r})")
+        object.__setattr__(self, "data_path", str(self.data_path))
+        fields = (self.fields,) if isinstance(self.fields, str) else tuple(self.fields)
+        if not fields or any(not isinstance(f, str) or not f for f in fields):
+            raise ValueError(f"--fields must be a comma-separated list of field names (got {self.fields!r})")
+        if len(set(fields)) != len(fields):
+            raise ValueError(f"--fields {','.join(fields)} contains a duplicate")
+        object.__setattr__(self, "fields", fields)
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            integer(name, 1)
+        if self.warmup_steps is None:
+            object.__setattr__(self, "warmup_steps", self.steps // 10)
+        for name in ("sample_start", "seed", "warmup_steps"):
+            integer(name, 0)
+        for name in ("sample_stop", "val_start", "val_stop"):
+            integer(name, 0, allow_none=True)
+        if self.sample_stop is not None and self.sample_stop <= self.sample_start:
+            raise ValueError(
+                f"--sample_start={self.sample_start} --sample_stop={self.sample_stop} is an empty sample range; "
+                "need sample_stop > sample_start"
+            )
+        if self.val_start is not None and self.val_stop is None:
+            raise ValueError(f"--val_start={self.val_start} needs --val_stop (the validation range's end)")
+        if self.val_stop is not None and self.val_stop <= (self.val_start or 0):
+            raise ValueError(
+                f"--val_start={self.val_start or 0} --val_stop={self.val_stop} is an empty validation range; "
+                "need val_stop > val_start"
+            )
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"--warmup_steps={self.warmup_steps} must be < --steps={self.steps}")
+        number("lr", 0.0, lo_open=True)
+        number("end_lr_ratio", 0.0, hi=1.0)
+        number("weight_decay", 0.0)
+        number("spectral_weight", 0.0)
+        if self.scales is not None:
+            try:
+                scales = tuple((int(h), int(w)) for h, w in self.scales)
+            except (TypeError, ValueError):
+                raise ValueError(f"--scales must be pairs like 1x1,2x2,4x4 (got {self.scales!r})") from None
+            object.__setattr__(self, "scales", scales)
+        object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
+        if self.upsample not in UPSAMPLE_METHODS:
+            raise ValueError(f"--upsample must be one of {UPSAMPLE_METHODS} (got {self.upsample!r})")
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_stop is not None
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def default_scales(latent_shape: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    """1×1, 2×2, 4×4, ... (each axis capped at the latent size), ending at the latent size."""
+    h, w = latent_shape
+    out: list[tuple[int, int]] = []
+    k = 1
+    while k < max(h, w):
+        s = (min(k, h), min(k, w))
+        if not out or s[0] * s[1] > out[-1][0] * out[-1][1]:
+            out.append(s)
+        k *= 2
+    if not out or out[-1] != (h, w):
+        out.append((h, w))
+    return tuple(out)
+
+
+def model_config(config: TrainConfig, height: int, width: int, bc_y: str, bc_x: str) -> VQVAEConfig:
+    """The :class:`VQVAEConfig` of a run on ``(height, width)`` fields with the file's boundary conditions."""
+    f = 2 ** (len(config.ch_mult) - 1)
+    if height % f or width % f:
+        raise ValueError(
+            f"image size {height}x{width} is not divisible by the downsampling factor {f} = 2**(len(ch_mult) - 1) "
+            f"of --ch_mult {','.join(map(str, config.ch_mult))}"
+        )
+    scales = config.scales if config.scales is not None else default_scales((height // f, width // f))
+    kwargs = {k: getattr(config, k) for k in _MODEL_KEYS if k != "scales"}
+    try:
+        return VQVAEConfig(
+            in_channels=len(config.fields), height=height, width=width, bc_y=bc_y, bc_x=bc_x, scales=scales, **kwargs
+        )
+    except ValueError as err:
+        raise ValueError(f"model: {err}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Optimiser, loss, train step
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def make_schedule(config: TrainConfig) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.lr,
+        warmup_steps=config.warmup_steps,
+        decay_steps=config.steps,
+        end_value=config.lr * config.end_lr_ratio,
+    )
+
+
+def decay_mask(params) -> object:
+    """True for the convolution kernels only: the codebook, norm scales, biases and gains get no weight decay."""
+
+    def keep(path, leaf) -> bool:
+        last = path[-1]
+        return isinstance(last, jax.tree_util.GetAttrKey) and last.name == "weight" and len(leaf.shape) >= 2
+
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(config: TrainConfig, params) -> optax.GradientTransformation:
+    """The one optimiser: ``chain(clip_by_global_norm(0.5), adamw(warm-up + cosine, weight_decay, mask))``.
+
+    ``params`` (``eqx.filter(model, eqx.is_inexact_array)``) fixes the weight-decay mask.
+    """
+    mask = decay_mask(params)
+    return optax.chain(
+        optax.clip_by_global_norm(0.5),
+        optax.adamw(make_schedule(config), weight_decay=config.weight_decay, mask=mask),
+    )
+
+
+def log_spectral_loss(recon: jax.Array, target: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """Mean squared log ratio of the batch-averaged ``rfft2`` power spectra of each channel, (B, C, H, W) inputs."""
+    p_r = jnp.mean(jnp.abs(jnp.fft.rfft2(recon)) ** 2, axis=0)
+    p_t = jnp.mean(jnp.abs(jnp.fft.rfft2(target)) ** 2, axis=0)
+    floor = eps * jnp.mean(p_t, axis=(-2, -1), keepdims=True) + eps
+    return jnp.mean(jnp.log((p_r + floor) / (p_t + floor)) ** 2)
+
+
+def loss_fn(model: MultiScaleVQVAE, batch: jax.Array, spectral_weight: float) -> tuple[jax.Array, dict]:
+    """Total loss and its parts on a normalised batch (B, C, H, W)."""
+    recon, aux = jax.vmap(model)(batch)
+    mse = jnp.mean(jnp.mean((recon - batch) ** 2, axis=(0, 2, 3)))  # per channel, then over channels
+    vq = jnp.mean(aux["vq_loss"])
+    loss = mse + vq
+    metrics = {"mse": mse, "vq_loss": vq, "commit_loss": jnp.mean(aux["commit_loss"])}
+    metrics["codebook_loss"] = jnp.mean(aux["codebook_loss"])
+    if spectral_weight > 0:
+        spec = log_spectral_loss(recon, batch)
+        metrics["spectral_loss"] = spec
+        loss = loss + spectral_weight * spec
+    metrics["loss"] = loss
+    metrics["usage"], metrics["perplexity"] = codebook_stats(aux["code_probs"])
+    return loss, metrics
+
+
+def make_train_step(
+    optimizer: optax.GradientTransformation, spectral_weight: float, *, on_trace: Callable[[], None] | None = None
+):
+    """``train_step(model, opt_state, batch) -> (model, opt_state, metrics)``, jitted with ``eqx.filter_jit``.
+
+    ``on_trace`` is called each time JAX traces the step (tests use it to check the step compiles once).
+    """
+
+    @eqx.filter_jit
+    def train_step(model, opt_state, batch):
+        if on_trace is not None:
+            on_trace()
+        grad_fn = eqx.filter_value_and_grad(loss_fn, has_aux=True)
+        (_, metrics), grads = grad_fn(model, batch, spectral_weight)
+        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
+        model = eqx.apply_updates(model, updates)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return model, opt_state, metrics
+
+    return train_step
+
+
+@eqx.filter_jit
+def _eval_step(model, batch, spectral_weight):
+    return loss_fn(model, batch, spectral_weight)[1]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file next to ``path``, then ``os.replace`` it onto ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda p: p.write_text(text))
+
+
+def config_text(
+    mconfig: VQVAEConfig, config: TrainConfig, stats: FieldStats, step: int, prov: dict, val_stats: dict | None = None
+) -> str:
+    """``config.txt``: the model's lines (``VQVAEConfig.to_text``), then training, data and provenance lines."""
+    lines = [mconfig.to_text(), "# training (models.train_vqvae)\n"]
+    extra = {k: v for k, v in config.to_dict().items() if k not in _MODEL_KEYS}
+    extra["data_path"] = str(Path(config.data_path).resolve())
+    extra.update(norm_fields=list(stats.fields), norm_mean=list(stats.mean), norm_std=list(stats.std))
+    extra["norm_count"] = stats.count
+    extra["step"] = step
+    extra.update(prov)
+    for k, v in extra.items():
+        lines.append(f"{k} = {json.dumps(v)}\n")
+    return "".join(lines)
+
+
+def _read_config_lines(path: Path) -> dict:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, _, v = line.partition("=")
+            out[k.strip()] = json.loads(v.strip())
+    return out
+
+
+def _plot(path: Path, records: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [r["step"] for r in records]
+    for key in ("loss", "mse", "vq_loss", "spectral_loss", "val_loss"):
+        pts = [(r["step"], r[key]) for r in records if key in r]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label=key, marker="o" if key == "val_loss" else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(f"VQ-VAE training ({steps[-1] if steps else 0} steps)")
+    ax.legend()
+    fig.tight_layout()
+    _atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
+def _ours(output_dir: Path) -> list[Path]:
+    names = (MODEL_FILE, CONFIG_FILE, STATS_FILE, METRICS_FILE, PLOT_FILE, CKPT_POINTER)
+    return [output_dir / n for n in names] + sorted(output_dir.glob("ckpt_*.eqx"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _open_data(config: TrainConfig, start: int, stop: int | None, what: str) -> GustDataset:
+    try:
+        return GustDataset(config.data_path, list(config.fields), sample_start=start, sample_stop=stop)
+    except FileNotFoundError:
+        raise ValueError(f"--data_path {config.data_path} does not exist") from None
+    except OSError as err:
+        raise ValueError(f"--data_path {config.data_path} cannot be read: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+
+
+def _stats_or_fail(ds: GustDataset, what: str) -> FieldStats:
+    try:
+        stats = compute_stats(ds)
+    except ValueError as err:
+        raise ValueError(f"non-finite or constant data in the {what}: {err}") from None
+    if not all(math.isfinite(m) for m in stats.mean):
+        raise ValueError(f"non-finite data (NaN/inf) in the {what}")
+    return stats
+
+
+def train(
+    config: TrainConfig,
+    output_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    argv: list[str] | None = None,
+    stop_after: int | None = None,
+    on_trace: Callable[[], None] | None = None,
+) -> Path:
+    """Train as ``config`` says into ``output_dir``; return it. ``stop_after``: stop (with a checkpoint) once this many
+    steps are done, as a killed run would; a later ``resume=True`` continues to ``config.steps``.
+
+    Raises ValueError (bad input) or FileExistsError (output exists) before anything is written.
+    """
+    from tqdm import tqdm
+
+    if overwrite and resume:
+        raise ValueError("--overwrite and --resume exclude each other; pick one")
+    out = Path(output_dir)
+    main = jax.process_index() == 0
+
+    # ---- everything is checked before anything is written
+    ckpt_info = None
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--output_dir {out} exists and is not a directory")
+    nonempty = out.is_dir() and any(out.iterdir())
+    if nonempty and not (resume or overwrite):
+        raise FileExistsError(f"--output_dir {out} is not empty; use --resume to continue or --overwrite to restart")
+    if resume and (out / CKPT_POINTER).exists():
+        ckpt_info = json.loads((out / CKPT_POINTER).read_text())
+        saved = _read_config_lines(out / CONFIG_FILE)
+        for k, v in config.to_dict().items():
+            if k in _RESUME_FREE or k in _MODEL_KEYS:  # the model keys are compared once the model config is known
+                continue
+            sv = saved.get("data_path") if k == "data_path" else saved.get(k)
+            mine = str(Path(v).resolve()) if k == "data_path" else json.loads(json.dumps(v))
+            if sv != mine:
+                raise ValueError(f"--resume: --{k}={v!r} differs from the run in {out} ({k} = {json.dumps(sv)})")
+    elif resume and nonempty:
+        raise ValueError(f"--resume: {out} has no {CKPT_POINTER}; use --overwrite to restart it")
+
+    train_ds = _open_data(config, config.sample_start, config.sample_stop, "training range")
+    val_ds = None
+    try:
+        gf = train_ds.file(0)
+        height, width = train_ds.shape
+        mconfig = model_config(config, height, width, gf.grid.bc_y, gf.grid.bc_x)
+        if ckpt_info is not None:
+            saved_model = VQVAEConfig.from_text((out / CONFIG_FILE).read_text(), ignore_unknown=True)
+            if saved_model != mconfig:
+                diff = [k for k in _MODEL_KEYS if getattr(saved_model, k) != getattr(mconfig, k)] or ["grid"]
+                raise ValueError(f"--resume: the model settings ({', '.join(diff)}) differ from the run in {out}")
+        n_dev = jax.device_count()
+        if config.batch_size % n_dev:
+            raise ValueError(f"--batch_size={config.batch_size} is not divisible by the {n_dev} devices")
+        if config.batch_size > len(train_ds):
+            raise ValueError(f"--batch_size={config.batch_size} exceeds the {len(train_ds)} training samples")
+        stats = _stats_or_fail(train_ds, "training range")
+        if config.has_val:
+            val_ds = _open_data(config, config.val_start or 0, config.val_stop, "validation range")
+            _stats_or_fail(val_ds, "validation range")
+        prov = provenance(argv)
+
+        sharding = batch_sharding()
+        replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+        model = make_model(mconfig, jax.random.PRNGKey(config.seed))
+        params = eqx.filter(model, eqx.is_inexact_array)
+        optimizer = make_optimizer(config, params)
+        opt_state = optimizer.init(params)
+        step, records = 0, []
+        loader_kw = {"normalize": stats, "sharding": sharding}
+        if ckpt_info is not None:
+            with open(out / ckpt_info["file"], "rb") as fh:
+                model, opt_state = eqx.tree_deserialise_leaves(fh, (model, opt_state))
+            step = int(ckpt_info["step"])
+            loader = BatchLoader.from_state(train_ds, ckpt_info["loader"], **loader_kw)
+            if (out / METRICS_FILE).exists():
+                records = [json.loads(s) for s in (out / METRICS_FILE).read_text().splitlines() if s.strip()]
+                records = [r for r in records if r["step"] <= step]
+        else:
+            loader = BatchLoader(train_ds, config.batch_size, seed=config.seed, **loader_kw)
+
+        # ---- from here on the output directory is written
+        if main:
+            if overwrite:
+                for p in _ours(out):
+                    p.unlink(missing_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
+            _atomic_text(out / STATS_FILE, json.dumps(stats.to_dict(), indent=1) + "\n")
+
+        model, opt_state = jax.device_put((model, opt_state), replicated)
+        schedule = make_schedule(config)
+        train_step = make_train_step(optimizer, config.spectral_weight, on_trace=on_trace)
+        end = config.steps if stop_after is None else min(config.steps, stop_after)
+
+        def save_all(with_ckpt: bool) -> None:
+            if not main:
+                return
+            text = config_text(mconfig, config, stats, step, prov)
+            _atomic_write(out / MODEL_FILE, lambda p: eqx.tree_serialise_leaves(p, model))
+            _atomic_text(out / CONFIG_FILE, text)
+            _atomic_text(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+            if records:
+                _plot(out / PLOT_FILE, records)
+            if with_ckpt:
+                name = f"ckpt_{step:08d}.eqx"
+                _atomic_write(out / name, lambda p: eqx.tree_serialise_leaves(p, (model, opt_state)))
+                info = {"file": name, "step": step, "loader": loader.state()}
+                _atomic_text(out / CKPT_POINTER, json.dumps(info, indent=1) + "\n")
+                for old in out.glob("ckpt_*.eqx"):
+                    if old.name != name:
+                        old.unlink(missing_ok=True)
+
+        bar = tqdm(total=config.steps, initial=step, disable=not (progress and main), desc="train_vqvae")
+        with loader:
+            while step < end:
+                batch = next(loader)
+                model, opt_state, metrics = train_step(model, opt_state, batch)
+                step += 1
+                if step % config.log_every == 0 or step == end:
+                    rec = {"step": step, "lr": float(schedule(step - 1))}
+                    for k, v in metrics.items():
+                        v = np.asarray(v)
+                        rec[k] = v.tolist() if v.ndim else float(v)
+                    if val_ds is not None:
+                        rec["val_loss"] = _val_loss(model, val_ds, stats, config, replicated)
+                    records.append(rec)
+                    usage = ",".join(f"{u:.2f}" for u in rec["usage"])
+                    bar.set_postfix(loss=f"{rec['loss']:.4g}", usage=usage)
+                bar.update(1)
+                if step % config.checkpoint_every == 0 and step < end:
+                    save_all(True)
+        bar.close()
+        save_all(True)
+    finally:
+        train_ds.close()
+        if val_ds is not None:
+            val_ds.close()
+    return out
+
+
+def _val_loss(model, val_ds: GustDataset, stats: FieldStats, config: TrainConfig, replicated) -> float:
+    """Mean loss over the validation range (every sample once, batches of at most --batch_size)."""
+    total, count = 0.0, 0
+    bs = min(config.batch_size, len(val_ds))
+    with BatchLoader(val_ds, bs, shuffle=False, drop_remainder=False, epochs=1, normalize=stats) as vl:
+        for batch in vl:
+            batch = jax.device_put(batch, replicated)
+            m = _eval_step(model, batch, config.spectral_weight)
+            total += float(m["loss"]) * batch.shape[0]
+            count += batch.shape[0]
+    return total / count
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _scales(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple(tuple(int(a) for a in s.lower().split("x", 1)) for s in comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected scales like 1x1,2x2,4x4, got {text!r}") from None
+
+
+def build_parser() -> OneLineArgumentParser:
+    d = TrainConfig(data_path="-", fields=("-",))
+    p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    g = p.add_argument_group("data")
+    g.add_argument("--data_path", required=True, help="Gust .h5 file (solver output)")
+    g.add_argument("--fields", required=True, type=comma_list, help="comma-separated field names, e.g. omega")
+    g.add_argument("--output_dir", required=True, help="folder for model, config, metrics and checkpoints")
+    g.add_argument("--sample_start", type=int, default=0, help="first training sample (default 0)")
+    g.add_argument("--sample_stop", type=int, default=None, help="end of the training samples (default: all)")
+    g.add_argument("--val_start", type=int, default=None, help="first validation sample (default 0 with --val_stop)")
+    g.add_argument("--val_stop", type=int, default=None, help="end of the validation samples (default: no validation)")
+    g = p.add_argument_group("optimisation")
+    for name, typ, help_ in (
+        ("steps", int, "optimiser steps"),
+        ("batch_size", int, "samples per step, a multiple of the device count"),
+        ("lr", float, "peak learning rate"),
+        ("warmup_steps", int, "linear warm-up steps, < --steps (default --steps // 10)"),
+        ("end_lr_ratio", float, "final learning rate / peak after the cosine decay"),
+        ("weight_decay", float, "AdamW weight decay on conv kernels (not codebook, norms, biases)"),
+        ("spectral_weight", float, "weight of the log-spectral loss (0: off)"),
+        ("seed", int, "model initialisation and batch order"),
+        ("log_every", int, "steps between metrics lines"),
+        ("checkpoint_every", int, "steps between checkpoints (one is also written at the end)"),
+    ):
+        default = None if name == "warmup_steps" else getattr(d, name)
+        g.add_argument(
+            f"--{name}", type=typ, default=default, help=help_ if default is None else f"{help_} (default {default})"
+        )
+    g = p.add_argument_group("model (see models.models.VQVAEConfig)")
+    for name in ("ch", "num_res_blocks", "num_groups", "embed_dim", "codebook_size", "phi_kernel"):
+        g.add_argument(f"--{name}", type=int, default=getattr(d, name), help=f"(default {getattr(d, name)})")
+    for name in ("beta", "phi_ratio"):
+        g.add_argument(f"--{name}", type=float, default=getattr(d, name), help=f"(default {getattr(d, name)})")
+    g.add_argument("--ch_mult", type=_int_list, default=d.ch_mult, help="per-level width multipliers (default 1,2)")
+    g.add_argument("--scales", type=_scales, default=None, help="e.g. 1x1,2x2,4x4,8x8 (default: powers of 2 to latent)")
+    g.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=d.upsample, help=f"(default {d.upsample})")
+    g = p.add_argument_group("run")
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --output_dir")
+    g.add_argument("--overwrite", action="store_true", help="delete this tool's files in --output_dir and restart")
+    g.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_distributed_flags(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+        init_distributed(args)
+        out = train(
+            config,
+            args.output_dir,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            progress=not args.no_progress,
+            argv=[*PROG.split(), *argv],
+        )
+    except (ValueError, FileExistsError) as err:
+        return fail(PROG, str(err))
+    if jax.process_index() == 0:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

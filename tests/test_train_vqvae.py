@@ -1,0 +1,228 @@
+"""models.train_vqvae: CLI end to end, loss falls, the step compiles once, resume is bit-exact, bad inputs, 4 devices.
+
+Data: a real py2d turbulence run (16², 2 trajectories × 9 frames = 18 samples of omega); the model is tiny (ch 8,
+ch_mult 1,2 → 8×8 latent, scales 1, 2, 4, 8) so the whole file stays well under a minute and a half on 2 cores.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import equinox as eqx
+import numpy as np
+import pytest
+
+from models.models import load
+from models.train_vqvae import TrainConfig, decay_mask, default_scales, main, train
+from solvers.common.hdf5_utils import Grid, create_writer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--ch", "8", "--num_groups", "4", "--embed_dim", "8", "--codebook_size", "32", "--no_progress"]
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    from solvers.py2d_turbulence.solver import Py2DConfig, run
+
+    d = tmp_path_factory.mktemp("train_vqvae_data")
+    cfg = Py2DConfig(NX=16, dt=0.01, t_total=0.4, save_interval=0.05, n_trajectories=2, Re=200.0)
+    return str(run(cfg, d, progress=False))
+
+
+def argv(data, out, *extra, steps=6, batch=4):
+    base = ["--data_path", data, "--fields", "omega", "--output_dir", str(out), "--steps", str(steps)]
+    base += ["--batch_size", str(batch), "--sample_start", "0", "--sample_stop", "14", "--warmup_steps", "2"]
+    return [*base, *TINY, *extra]
+
+
+def tiny_config(data, **kw):
+    base = dict(data_path=data, fields=("omega",), sample_stop=14, batch_size=4, warmup_steps=2)
+    base.update(ch=8, num_groups=4, embed_dim=8, codebook_size=32)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def records(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_end_to_end_writes_every_output_and_the_pair_reloads(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    extra = ["--val_start", "14", "--val_stop", "18", "--log_every", "2", "--checkpoint_every", "4"]
+    assert main(argv(data, out, *extra, "--spectral_weight", "0.1")) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["model.eqx", "config.txt", "stats.json", "metrics.jsonl", "loss.png", "checkpoint.json", "ckpt_00000006.eqx"]
+    )
+    model, mconfig = load(out / "model.eqx", out / "config.txt")
+    assert (mconfig.in_channels, mconfig.height, mconfig.width, mconfig.ch) == (1, 16, 16, 8)
+    assert mconfig.scales == ((1, 1), (2, 2), (4, 4), (8, 8))
+    recon, _ = eqx.filter_jit(model)(np.zeros((1, 16, 16), np.float32))  # jitted: eager convs take seconds
+    assert recon.shape == (1, 16, 16) and np.all(np.isfinite(recon))
+    text = (out / "config.txt").read_text()
+    lines = dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line)
+    assert json.loads(lines["step"]) == 6 and json.loads(lines["fields"]) == ["omega"]
+    assert json.loads(lines["data_path"]) == str(Path(data).resolve())
+    assert json.loads(lines["sample_stop"]) == 14 and json.loads(lines["spectral_weight"]) == 0.1
+    assert json.loads(lines["code_version"]) and "lr" in lines and "weight_decay" in lines
+    stats = json.loads((out / "stats.json").read_text())
+    assert json.loads(lines["norm_mean"]) == stats["mean"] and json.loads(lines["norm_std"]) == stats["std"]
+    # statistics of the training range only: samples 0..13, not the whole file
+    from dataloaders import GustDataset, compute_stats
+
+    with GustDataset(data, ["omega"], sample_stop=14) as ds:
+        assert list(compute_stats(ds).std) == stats["std"]
+    recs = records(out)
+    assert [r["step"] for r in recs] == [2, 4, 6]
+    for r in recs:
+        assert {"loss", "mse", "vq_loss", "commit_loss", "spectral_loss", "grad_norm", "val_loss", "lr"} <= r.keys()
+        assert len(r["usage"]) == 4 and all(0 < u <= 1 for u in r["usage"])
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*tmp"))
+    assert capsys.readouterr().out.strip() == str(out)
+
+
+STRAIGHT = dict(steps=24, log_every=1, checkpoint_every=5, lr=3e-3, warmup_steps=3)
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory):
+    """One uninterrupted 24-step run (shared by the loss, compile, resume and 4-device tests) and its trace count."""
+    traces = []
+    out = tmp_path_factory.mktemp("straight") / "run"
+    train(tiny_config(data, **STRAIGHT), out, progress=False, on_trace=lambda: traces.append(1))
+    return out, len(traces)
+
+
+def test_loss_falls_and_the_step_compiles_once(straight):
+    out, n_traces = straight
+    assert n_traces == 1  # 24 calls of train_step, one trace
+    loss = [r["loss"] for r in records(out)]
+    assert len(loss) == 24 and np.mean(loss[-4:]) < 0.7 * np.mean(loss[:4]), loss
+
+
+def test_resume_is_bit_exact(data, straight, tmp_path):
+    out, _ = straight
+    train(tiny_config(data, **STRAIGHT), tmp_path / "split", progress=False, stop_after=12)  # as if killed at 12
+    assert json.loads((tmp_path / "split" / "checkpoint.json").read_text())["step"] == 12
+    flags = ["--resume", "--log_every", "1", "--checkpoint_every", "7", "--lr", "0.003", "--warmup_steps", "3"]
+    assert main(argv(data, tmp_path / "split", *flags, steps=24)) == 0
+    for name in ("model.eqx", "ckpt_00000024.eqx"):  # model leaves, and model + optimiser state
+        assert (out / name).read_bytes() == (tmp_path / "split" / name).read_bytes()
+    assert records(out) == records(tmp_path / "split")
+    # a resume with other hyperparameters is refused
+    assert main(argv(data, tmp_path / "split", "--resume", "--lr", "0.01", steps=24)) == 2
+    assert main(argv(data, tmp_path / "split", *flags, "--scales", "2x2,8x8", steps=24)) == 2
+
+
+def test_weight_decay_mask_and_default_scales():
+    import jax
+
+    from models.models import make_model
+    from models.train_vqvae import model_config
+
+    mconfig = model_config(TrainConfig("x", ("a",)), 16, 16, "periodic", "wall")
+    m = eqx.filter_eval_shape(make_model, mconfig, jax.random.PRNGKey(0))
+    mask = decay_mask(m)  # shapes only (filter_eval_shape)
+    assert mask.encoder.conv_in.conv.weight and not mask.encoder.conv_in.conv.bias
+    assert not mask.quantizer.codebook and not mask.quantizer.log_gains
+    assert not mask.encoder.blocks[0].norm1.weight
+    assert default_scales((8, 8)) == ((1, 1), (2, 2), (4, 4), (8, 8))
+    assert default_scales((4, 8)) == ((1, 1), (2, 2), (4, 4), (4, 8))
+
+
+def _nan_file(path):
+    grid = Grid(x=np.arange(8.0), y=np.arange(8.0), bc_x="periodic", bc_y="periodic", length_x=8.0, length_y=8.0)
+    w = create_writer(
+        path,
+        fields=["u"],
+        shape=(8, 8),
+        n_samples=4,
+        grid=grid,
+        diagnostics=[],
+        n_diag=0,
+        n_trajectories=1,
+        state_spec={},
+        attrs={"solver": "test_train_vqvae"},
+    )
+    u = np.random.default_rng(0).normal(size=(4, 8, 8)).astype(np.float32)
+    u[2, 3, 3] = np.nan
+    w.write_samples({"u": u}, time=0.1 * np.arange(4), trajectory=np.zeros(4, int), step=np.arange(4))
+    w.commit()
+    w.finalize()
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--fields", "vorticity"], "available: omega"),
+        (["--sample_start", "5", "--sample_stop", "5"], "empty sample range"),
+        (["--sample_start", "18", "--sample_stop", "20"], "training range"),
+        (["--scales", "1x1,2x2,4x4"], "end at the latent size"),
+        (["--scales", "2x2,1x1,8x8"], "increasing"),
+        (["--ch_mult", "1,2,2,2,2,2"], "not divisible by the downsampling factor 32"),
+        (["--batch_size", "20"], "exceeds the 14 training samples"),
+        (["--warmup_steps", "6"], "--warmup_steps"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(data, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main([*argv(data, out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_non_finite_data_is_refused(tmp_path, capsys):
+    path = _nan_file(tmp_path / "nan.h5")
+    args = ["--data_path", path, "--fields", "u", "--output_dir", str(tmp_path / "run"), "--steps", "2"]
+    assert main([*args, "--batch_size", "2", "--warmup_steps", "0", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_output_dir_is_refused_untouched(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(argv(data, out)) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    assert main([*argv(data, out), "--resume", "--overwrite"]) == 2
+    assert main([*argv(data, out), "--resume"]) == 2  # nothing to resume from
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_four_devices_give_the_loss_of_one_and_check_the_batch_size(data, straight, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import jax
+        from models.train_vqvae import TrainConfig, train
+        assert jax.device_count() == 4
+        kw = dict(data_path={data!r}, fields=("omega",), sample_stop=14, ch=8, num_groups=4, embed_dim=8,
+                  codebook_size=32, **{STRAIGHT!r})
+        try:
+            train(TrainConfig(batch_size=6, **kw), {str(tmp_path / "bad")!r}, progress=False)
+        except ValueError as err:
+            print("BAD", err)
+        train(TrainConfig(batch_size=4, **kw), {str(tmp_path / "four")!r}, progress=False, stop_after=3)
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "BAD --batch_size=6 is not divisible by the 4 devices" in proc.stdout
+    assert not (tmp_path / "bad").exists()
+    one, four = records(straight[0])[:3], records(tmp_path / "four")
+    assert len(four) == 3
+    for a, b in zip(one, four, strict=True):
+        np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4)
+        np.testing.assert_allclose(b["grad_norm"], a["grad_norm"], rtol=1e-3)
+        assert a["usage"] == b["usage"]
