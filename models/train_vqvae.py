@@ -43,7 +43,7 @@ import numpy as np
 import optax
 
 from dataloaders import BatchLoader, FieldStats, GustDataset, batch_sharding, compute_stats
-from solvers.common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, fail, init_distributed
+from solvers.common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, run_main
 from solvers.common.hdf5_utils import provenance
 
 from .models import UPSAMPLE_METHODS, MultiScaleVQVAE, VQVAEConfig, codebook_stats, make_model
@@ -614,25 +614,7 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    try:
-        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-        init_distributed(args)
-        out = train(
-            config,
-            args.output_dir,
-            overwrite=args.overwrite,
-            resume=args.resume,
-            progress=not args.no_progress,
-            argv=[*PROG.split(), *argv],
-        )
-    except (ValueError, FileExistsError) as err:
-        return fail(PROG, str(err))
-    if jax.process_index() == 0:
-        print(out)
-    return 0
+    return run_main(PROG, build_parser(), TrainConfig, train, None if argv is None else list(argv))
 
 
 if __name__ == "__main__":

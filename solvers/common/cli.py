@@ -55,9 +55,10 @@ def init_distributed(args: argparse.Namespace) -> None:
     jax.distributed.initialize(**{k: getattr(args, k) for k in keys if getattr(args, k) is not None})
 
 
-def run_solver_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: list[str] | None) -> int:
-    """The body of every solver CLI: parse, build the frozen config (its ValueErrors become one-line errors, exit
-    2), join a distributed run if asked, ``run(config, output_dir, ...)``, print the output path (process 0)."""
+def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: list[str] | None) -> int:
+    """The body of every Gust CLI that builds a config and runs it (solvers, training): parse, build the frozen
+    config (its ValueErrors become one-line errors, exit 2), join a distributed run if asked, call
+    ``run(config, output_dir, ...)`` and print the output path (process 0)."""
     from .driver import BlowUpError
 
     argv = sys.argv[1:] if argv is None else list(argv)
