@@ -29,6 +29,24 @@ def read_all(path, field="buoyancy"):
         return f.read(field), f.samples(), f.diagnostics(), f.complete
 
 
+def interrupted_at_chunk(n, make_simulation):
+    """A make_simulation whose n-th chunk call raises KeyboardInterrupt, as a killed run would stop."""
+
+    def make(cfg):
+        sim = make_simulation(cfg)
+        calls = {"n": 0}
+
+        def chunk(state):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return sim.chunk(state)
+
+        return dataclasses.replace(sim, chunk=chunk)
+
+    return make
+
+
 def test_cli_writes_a_valid_file_on_a_uniform_wall_bounded_grid(tmp_path, capsys):
     code, path = cli(tmp_path, "--fields", "buoyancy,u,w,vorticity,pressure")
     captured = capsys.readouterr()
@@ -77,20 +95,7 @@ def test_ensemble_members_equal_independent_runs(tmp_path):
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     real = solver.make_simulation
-
-    def interrupted(cfg):
-        sim = real(cfg)
-        calls = {"n": 0}
-
-        def chunk(state):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt
-            return sim.chunk(state)
-
-        return dataclasses.replace(sim, chunk=chunk)
-
-    monkeypatch.setattr(solver, "make_simulation", interrupted)
+    monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(3, real))
     with pytest.raises(KeyboardInterrupt):
         cli(tmp_path)
     path = next((tmp_path / "out").glob("*.h5"))
@@ -171,20 +176,7 @@ def test_adaptive_dt_follows_the_cfl_and_keeps_frames_on_exact_times(tmp_path):
 
 def test_adaptive_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     real = solver.make_simulation
-
-    def interrupted(cfg):
-        sim = real(cfg)
-        calls = {"n": 0}
-
-        def chunk(state):
-            calls["n"] += 1
-            if calls["n"] == 4:
-                raise KeyboardInterrupt
-            return sim.chunk(state)
-
-        return dataclasses.replace(sim, chunk=chunk)
-
-    monkeypatch.setattr(solver, "make_simulation", interrupted)
+    monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(4, real))
     with pytest.raises(KeyboardInterrupt):
         cli(tmp_path, *ADAPTIVE)
     monkeypatch.setattr(solver, "make_simulation", real)
