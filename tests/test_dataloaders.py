@@ -239,6 +239,7 @@ def test_epochs_are_seeded_permutations_and_batches_hold_those_items(files):
         assert [b.shape[0] for b in batches] == [5, 5, 5, 5, 4] * 2
         for e in range(2):
             got = np.concatenate([ids(b) for b in batches[5 * e : 5 * e + 5]])
+            np.testing.assert_array_equal(np.sort(got), np.arange(24))  # every sample exactly once per epoch
             np.testing.assert_array_equal(got, np.random.default_rng([3, e]).permutation(24))
         assert not np.array_equal(ids(batches[0]), ids(batches[5]))  # a new order each epoch
         assert all(isinstance(b, jax.Array) and b.dtype == np.float32 for b in batches)
