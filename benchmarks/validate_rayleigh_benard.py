@@ -2,10 +2,11 @@
 
     python -m benchmarks.validate_rayleigh_benard --output_dir ./validation_rb [--cases 1e4:64x16:0.05,...]
 
-Each case "Ra:NXxNZ:dt" runs Pr = 1, aspect 4, from the seeded conductive-plus-noise state to --t_end
-(default 300) through the solver's normal output path, then prints the time-mean Nusselt numbers over
-t ∈ [--t_avg_from, --t_end] by the five definitions (bottom and top wall flux, volume flux, thermal and
-kinetic dissipation) and their spread, which for a resolved, statistically steady run is within 1–2%.
+Each case "Ra:NXxNZ:dt" or "Ra:NXxNZ:dt:aspect" (aspect = box length Lx at height 1, default 4) runs Pr = 1
+from the seeded conductive-plus-noise state to --t_end (default 300) through the solver's normal output
+path, then prints the time-mean Nusselt numbers over t ∈ [--t_avg_from, --t_end] by the five definitions
+(bottom and top wall flux, volume flux, thermal and kinetic dissipation) and their spread, which for a
+resolved, statistically steady run is within 1–2%.
 Reference numbers for the same set-up (Dedalus 3, RK222, CFL safety 0.5, aspect 4, Pr = 1, averaged over
 t ∈ [150, 300]; quoted in the issue): Nu ≈ 5.00 ± 0.10 at Ra = 1e5 on 128×32, Nu ≈ 7.63 at Ra = 1e6 on
 256×64. Running one Ra on several grids shows the spatial convergence.
@@ -30,16 +31,32 @@ def main(argv=None) -> int:
         prog="python -m benchmarks.validate_rayleigh_benard", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--cases", default=DEFAULT_CASES, help=f"comma list of Ra:NXxNZ:dt (default {DEFAULT_CASES})")
+    p.add_argument(
+        "--cases",
+        default=DEFAULT_CASES,
+        help=f"comma list of Ra:NXxNZ:dt or Ra:NXxNZ:dt:aspect (aspect default 4; default {DEFAULT_CASES})",
+    )
     p.add_argument("--t_end", type=float, default=300.0)
     p.add_argument("--t_avg_from", type=float, default=150.0)
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     rows = []
     for case in args.cases.split(","):
-        ra, size, dt = case.split(":")
+        parts = case.split(":")
+        if len(parts) not in (3, 4):
+            p.error(f"case {case!r} is not Ra:NXxNZ:dt or Ra:NXxNZ:dt:aspect")
+        ra, size, dt = parts[:3]
+        aspect = parts[3] if len(parts) == 4 else "4"
         nx, nz = map(int, size.split("x"))
-        cfg = RBConfig(rayleigh=float(ra), nx=nx, nz=nz, dt=float(dt), t_total=args.t_end, save_interval=1.0)
+        cfg = RBConfig(
+            rayleigh=float(ra),
+            aspect=float(aspect),
+            nx=nx,
+            nz=nz,
+            dt=float(dt),
+            t_total=args.t_end,
+            save_interval=1.0,
+        )
         t0 = time.perf_counter()
         path = run(cfg, args.output_dir, overwrite=args.overwrite, progress=False, log=lambda s: None)
         wall = time.perf_counter() - t0
@@ -49,17 +66,16 @@ def main(argv=None) -> int:
         means = [float(d[n][sel].mean()) for n in NUSSELT]
         std_vol = float(d["nusselt_volume"][sel].std())
         spread = max(means) / min(means) - 1
-        rows.append((ra, size, dt, *means, spread, std_vol, wall))
+        rows.append((ra, aspect, size, dt, *means, spread, std_vol, wall))
         nus = " ".join(f"{n.removeprefix('nusselt_')} {v:.3f}" for n, v in zip(NUSSELT, means, strict=True))
-        print(
-            f"Ra={float(ra):.0e} {size:>7} dt={dt:<6} Nu {nus}  spread {100 * spread:.2f}%  ({wall:.0f} s)", flush=True
-        )
-    print("\n| Ra | grid | dt | Nu bottom | Nu top | Nu volume | Nu thermal | Nu kinetic | spread | CPU time |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for ra, size, dt, *rest in rows:
+        head = f"Ra={float(ra):.0e} Lx={aspect} {size:>7} dt={dt:<6}"
+        print(f"{head} Nu {nus}  spread {100 * spread:.2f}%  ({wall:.0f} s)", flush=True)
+    print("\n| Ra | aspect | grid | dt | Nu bottom | Nu top | Nu volume | Nu thermal | Nu kinetic | spread | time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for ra, aspect, size, dt, *rest in rows:
         nus = " | ".join(f"{x:.3f}" for x in rest[:5])
-        print(f"| {float(ra):.0e} | {size} | {dt} | {nus} | {100 * rest[5]:.2f}% | {rest[7]:.0f} s |")
-    return 0 if np.all(np.isfinite([r[3:8] for r in rows])) else 1
+        print(f"| {float(ra):.0e} | {aspect} | {size} | {dt} | {nus} | {100 * rest[5]:.2f}% | {rest[7]:.0f} s |")
+    return 0 if np.all(np.isfinite([r[4:9] for r in rows])) else 1
 
 
 if __name__ == "__main__":

@@ -9,3 +9,35 @@ import pytest
 def x64():
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(scope="session")
+def py2d_tiny_data(tmp_path_factory):
+    """A real py2d turbulence run: 16², 2 trajectories × 9 frames = 18 samples of omega (seconds to make)."""
+    from solvers.py2d_turbulence.solver import Py2DConfig, run
+
+    d = tmp_path_factory.mktemp("py2d_tiny_data")
+    cfg = Py2DConfig(NX=16, dt=0.01, t_total=0.4, save_interval=0.05, n_trajectories=2, Re=200.0)
+    return str(run(cfg, d, progress=False))
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(py2d_tiny_data, tmp_path_factory):
+    """A tiny VQ-VAE (ch 8, 8×8 latent, scales 1,2,4,8, 32 codes) trained 6 steps on samples [0, 14) of
+    ``py2d_tiny_data``; returns the run directory (model.eqx, config.txt, ...). Shared: treat as read-only."""
+    from models.train_vqvae import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_trained_run") / "run"
+    cfg = TrainConfig(
+        data_path=py2d_tiny_data,
+        fields=("omega",),
+        steps=6,
+        sample_stop=14,
+        batch_size=4,
+        warmup_steps=2,
+        ch=8,
+        num_groups=4,
+        embed_dim=8,
+        codebook_size=32,
+    )
+    return train(cfg, out, progress=False)

@@ -24,12 +24,8 @@ TINY = ["--ch", "8", "--num_groups", "4", "--embed_dim", "8", "--codebook_size",
 
 
 @pytest.fixture(scope="session")
-def data(tmp_path_factory):
-    from solvers.py2d_turbulence.solver import Py2DConfig, run
-
-    d = tmp_path_factory.mktemp("train_vqvae_data")
-    cfg = Py2DConfig(NX=16, dt=0.01, t_total=0.4, save_interval=0.05, n_trajectories=2, Re=200.0)
-    return str(run(cfg, d, progress=False))
+def data(py2d_tiny_data):
+    return py2d_tiny_data
 
 
 def argv(data, out, *extra, steps=6, batch=4):
