@@ -32,7 +32,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import numpy as np
 import optax
 
 from dataloaders import BatchLoader, FieldStats, GustDataset, batch_sharding, compute_stats
+from solvers.common.atomic import atomic_text, atomic_write
 from solvers.common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, run_main
 from solvers.common.hdf5_utils import provenance
 
@@ -300,22 +300,6 @@ def _eval_step(model, batch, spectral_weight):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary file next to ``path``, then ``os.replace`` it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda p: p.write_text(text))
-
-
 def config_text(
     mconfig: VQVAEConfig, config: TrainConfig, stats: FieldStats, step: int, prov: dict, val_stats: dict | None = None
 ) -> str:
@@ -359,7 +343,7 @@ def _plot(path: Path, records: list[dict]) -> None:
     ax.set_title(f"VQ-VAE training ({steps[-1] if steps else 0} steps)")
     ax.legend()
     fig.tight_layout()
-    _atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     plt.close(fig)
 
 
@@ -484,7 +468,7 @@ def train(
                 for p in _ours(out):
                     p.unlink(missing_ok=True)
             out.mkdir(parents=True, exist_ok=True)
-            _atomic_text(out / STATS_FILE, json.dumps(stats.to_dict(), indent=1) + "\n")
+            atomic_text(out / STATS_FILE, json.dumps(stats.to_dict(), indent=1) + "\n")
 
         model, opt_state = jax.device_put((model, opt_state), replicated)
         schedule = make_schedule(config)
@@ -495,16 +479,16 @@ def train(
             if not main:
                 return
             text = config_text(mconfig, config, stats, step, prov)
-            _atomic_write(out / MODEL_FILE, lambda p: eqx.tree_serialise_leaves(p, model))
-            _atomic_text(out / CONFIG_FILE, text)
-            _atomic_text(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+            atomic_write(out / MODEL_FILE, lambda p: eqx.tree_serialise_leaves(p, model))
+            atomic_text(out / CONFIG_FILE, text)
+            atomic_text(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
             if records:
                 _plot(out / PLOT_FILE, records)
             if with_ckpt:
                 name = f"ckpt_{step:08d}.eqx"
-                _atomic_write(out / name, lambda p: eqx.tree_serialise_leaves(p, (model, opt_state)))
+                atomic_write(out / name, lambda p: eqx.tree_serialise_leaves(p, (model, opt_state)))
                 info = {"file": name, "step": step, "loader": loader.state()}
-                _atomic_text(out / CKPT_POINTER, json.dumps(info, indent=1) + "\n")
+                atomic_text(out / CKPT_POINTER, json.dumps(info, indent=1) + "\n")
                 for old in out.glob("ckpt_*.eqx"):
                     if old.name != name:
                         old.unlink(missing_ok=True)

@@ -1,0 +1,48 @@
+"""Atomic file writes: every Gust output other than the HDF5 datasets (which commit in place) goes through here.
+
+``atomic_write(path, write)`` calls ``write(tmp)`` on a temporary file in the same folder and then renames it onto
+``path``: a reader, or a run killed at any instant, sees either the old file or the complete new one, never a
+half-written file. With ``overwrite=False`` an existing ``path`` is never replaced (``FileExistsError``, checked
+again at the rename through a hard link, so two writers cannot both win).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["atomic_text", "atomic_write"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
+    """``write(tmp)`` to a temporary file next to ``path``, then move it onto ``path``; returns ``path``."""
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists; pass --overwrite to replace it") from None
+            except OSError:  # a filesystem without hard links
+                if path.exists():
+                    raise FileExistsError(f"{path} exists; pass --overwrite to replace it") from None
+                os.replace(tmp, path)
+            tmp.unlink(missing_ok=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text), overwrite=overwrite)
