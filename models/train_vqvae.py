@@ -20,8 +20,12 @@ Outputs in ``--output_dir`` (process 0 writes; every file is written to a tempor
 - ``checkpoint.json`` → ``ckpt_<step>.eqx``: model and optimiser state (``eqx.tree_serialise_leaves`` of the pair),
   step and the ``BatchLoader.state()``. The ``.eqx`` is written first, then the JSON pointer is replaced, then older
   ``.eqx`` files are removed: whenever the process dies, ``checkpoint.json`` names a complete file. ``--resume``
-  continues from it and reaches bit-identical parameters to an uninterrupted run (CPU). Training draws no random
-  numbers after initialisation (no dropout), so the seed, the step and the loader state are the whole RNG state.
+  continues from it and reaches bit-identical parameters to an uninterrupted run (CPU). The checkpoint also holds the
+  code-usage counts since the last dead-code restart; the restarts' random draws use ``fold_in(PRNGKey(seed), step)``
+  (no dropout otherwise), so the seed, the step and the loader state are the whole RNG state.
+
+Codebook health: every ``restart_every`` steps the codes no scale used since the last restart are re-initialised
+from random encoder outputs of the current batch (``restarted`` in the metrics log counts them since the last line).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from solvers.common.atomic import atomic_text, atomic_write
 from solvers.common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, run_main
 from solvers.common.hdf5_utils import provenance
 
-from .models import UPSAMPLE_METHODS, MultiScaleVQVAE, VQVAEConfig, codebook_stats, make_model
+from .models import UPSAMPLE_METHODS, MultiScaleVQVAE, VQVAEConfig, codebook_stats, make_model, restart_dead_codes
 
 PROG = "python -m models.train_vqvae"
 MODEL_FILE, CONFIG_FILE, STATS_FILE = "model.eqx", "config.txt", "stats.json"
@@ -69,7 +73,8 @@ class TrainConfig:
     Data: data_path, fields, training samples [sample_start, sample_stop) (stop None: all committed), optional
     validation samples [val_start, val_stop) (used when val_stop is given). Optimisation: steps, batch_size, lr (peak),
     warmup_steps (linear from 0; None: steps // 10), end_lr_ratio (cosine decay to lr × end_lr_ratio at `steps`),
-    weight_decay, spectral_weight, seed (model init and batch order), log_every, checkpoint_every. Model: the
+    weight_decay, spectral_weight, seed (model init, batch order, restart draws), log_every, checkpoint_every,
+    restart_every (dead-code restarts every this many steps; 0: off). Model: the
     architecture keys of :class:`VQVAEConfig` (scales None: 1, 2, 4, ... capped at and ending on the latent size).
     """
 
@@ -89,6 +94,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
+    restart_every: int = 100
     ch: int = 16
     ch_mult: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
@@ -133,7 +139,7 @@ class TrainConfig:
             integer(name, 1)
         if self.warmup_steps is None:
             object.__setattr__(self, "warmup_steps", self.steps // 10)
-        for name in ("sample_start", "seed", "warmup_steps"):
+        for name in ("sample_start", "seed", "warmup_steps", "restart_every"):
             integer(name, 0)
         for name in ("sample_stop", "val_start", "val_stop"):
             integer(name, 0, allow_none=True)
@@ -265,19 +271,36 @@ def loss_fn(model: MultiScaleVQVAE, batch: jax.Array, spectral_weight: float) ->
         loss = loss + spectral_weight * spec
     metrics["loss"] = loss
     metrics["usage"], metrics["perplexity"] = codebook_stats(aux["code_probs"])
+    metrics["code_counts"] = jnp.sum(aux["code_probs"], axis=(0, 1))  # (V,): any use at any scale counts
     return loss, metrics
 
 
-def make_train_step(
-    optimizer: optax.GradientTransformation, spectral_weight: float, *, on_trace: Callable[[], None] | None = None
-):
-    """``train_step(model, opt_state, batch) -> (model, opt_state, metrics)``, jitted with ``eqx.filter_jit``.
+def restart_due(step: jax.Array, restart_every: int) -> jax.Array:
+    """True after steps restart_every, 2 restart_every, ... (``step`` counts completed steps); never for 0."""
+    return (restart_every > 0) & (step % max(restart_every, 1) == 0)
 
+
+def make_train_step(
+    optimizer: optax.GradientTransformation,
+    spectral_weight: float,
+    *,
+    restart_every: int = 0,
+    seed: int = 0,
+    on_trace: Callable[[], None] | None = None,
+):
+    """``train_step(model, opt_state, counts, batch, step) -> (model, opt_state, counts, metrics)``, one ``filter_jit``.
+
+    ``counts`` (V,) accumulates every scale's code usage since the last restart; ``step`` is the number of the step
+    being taken (1-based). After the update, when ``restart_every`` divides ``step``, every code unused since the last
+    restart is replaced by a random encoder output of this batch (:func:`models.models.restart_dead_codes`, key
+    ``fold_in(PRNGKey(seed), step)``: a pure function of seed and step, so a resumed run draws the same numbers) and
+    ``counts`` is reset; ``metrics["restarted"]`` is the number of codes replaced (0 on other steps).
     ``on_trace`` is called each time JAX traces the step (tests use it to check the step compiles once).
     """
+    base_key = jax.random.PRNGKey(seed)
 
     @eqx.filter_jit
-    def train_step(model, opt_state, batch):
+    def train_step(model, opt_state, counts, batch, step):
         if on_trace is not None:
             on_trace()
         grad_fn = eqx.filter_value_and_grad(loss_fn, has_aux=True)
@@ -285,14 +308,29 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
         model = eqx.apply_updates(model, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
-        return model, opt_state, metrics
+        counts = counts + metrics.pop("code_counts")
+
+        def restart(_):
+            latents = jax.vmap(model.latent)(batch)  # (B, D, h, w) encoder outputs of this batch
+            vectors = jnp.moveaxis(latents, 1, -1).reshape(-1, latents.shape[1])
+            key = jax.random.fold_in(base_key, step)
+            codebook, n = restart_dead_codes(model.quantizer.codebook, counts, vectors, key)
+            return codebook, jnp.zeros_like(counts), n
+
+        def keep(_):
+            return model.quantizer.codebook, counts, jnp.zeros((), jnp.int32)
+
+        codebook, counts, metrics["restarted"] = jax.lax.cond(restart_due(step, restart_every), restart, keep, None)
+        return model.with_codebook(codebook), opt_state, counts, metrics
 
     return train_step
 
 
 @eqx.filter_jit
 def _eval_step(model, batch, spectral_weight):
-    return loss_fn(model, batch, spectral_weight)[1]
+    metrics = loss_fn(model, batch, spectral_weight)[1]
+    del metrics["code_counts"]
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -449,12 +487,13 @@ def train(
         params = eqx.filter(model, eqx.is_inexact_array)
         optimizer = make_optimizer(config, params)
         opt_state = optimizer.init(params)
-        step, records = 0, []
+        counts = jnp.zeros(mconfig.codebook_size, jnp.float32)  # code usage since the last dead-code restart
+        step, records, restarted = 0, [], 0
         loader_kw = {"normalize": stats, "sharding": sharding}
         if ckpt_info is not None:
             with open(out / ckpt_info["file"], "rb") as fh:
-                model, opt_state = eqx.tree_deserialise_leaves(fh, (model, opt_state))
-            step = int(ckpt_info["step"])
+                model, opt_state, counts = eqx.tree_deserialise_leaves(fh, (model, opt_state, counts))
+            step, restarted = int(ckpt_info["step"]), int(ckpt_info.get("restarted_since_log", 0))
             loader = BatchLoader.from_state(train_ds, ckpt_info["loader"], **loader_kw)
             if (out / METRICS_FILE).exists():
                 records = [json.loads(s) for s in (out / METRICS_FILE).read_text().splitlines() if s.strip()]
@@ -470,9 +509,11 @@ def train(
             out.mkdir(parents=True, exist_ok=True)
             atomic_text(out / STATS_FILE, json.dumps(stats.to_dict(), indent=1) + "\n")
 
-        model, opt_state = jax.device_put((model, opt_state), replicated)
+        model, opt_state, counts = jax.device_put((model, opt_state, counts), replicated)
         schedule = make_schedule(config)
-        train_step = make_train_step(optimizer, config.spectral_weight, on_trace=on_trace)
+        train_step = make_train_step(
+            optimizer, config.spectral_weight, restart_every=config.restart_every, seed=config.seed, on_trace=on_trace
+        )
         end = config.steps if stop_after is None else min(config.steps, stop_after)
 
         def save_all(with_ckpt: bool) -> None:
@@ -486,8 +527,8 @@ def train(
                 _plot(out / PLOT_FILE, records)
             if with_ckpt:
                 name = f"ckpt_{step:08d}.eqx"
-                atomic_write(out / name, lambda p: eqx.tree_serialise_leaves(p, (model, opt_state)))
-                info = {"file": name, "step": step, "loader": loader.state()}
+                atomic_write(out / name, lambda p: eqx.tree_serialise_leaves(p, (model, opt_state, counts)))
+                info = {"file": name, "step": step, "loader": loader.state(), "restarted_since_log": restarted}
                 atomic_text(out / CKPT_POINTER, json.dumps(info, indent=1) + "\n")
                 for old in out.glob("ckpt_*.eqx"):
                     if old.name != name:
@@ -497,11 +538,18 @@ def train(
         with loader:
             while step < end:
                 batch = next(loader)
-                model, opt_state, metrics = train_step(model, opt_state, batch)
+                model, opt_state, counts, metrics = train_step(
+                    model, opt_state, counts, batch, jnp.asarray(step + 1, jnp.int32)
+                )
                 step += 1
+                if restart_due(step, config.restart_every):
+                    restarted += int(metrics["restarted"])
                 if step % config.log_every == 0 or step == end:
-                    rec = {"step": step, "lr": float(schedule(step - 1))}
+                    rec = {"step": step, "lr": float(schedule(step - 1)), "restarted": restarted}
+                    restarted = 0
                     for k, v in metrics.items():
+                        if k == "restarted":
+                            continue
                         v = np.asarray(v)
                         rec[k] = v.tolist() if v.ndim else float(v)
                     if val_ds is not None:
@@ -576,6 +624,7 @@ def build_parser() -> OneLineArgumentParser:
         ("seed", int, "model initialisation and batch order"),
         ("log_every", int, "steps between metrics lines"),
         ("checkpoint_every", int, "steps between checkpoints (one is also written at the end)"),
+        ("restart_every", int, "steps between dead-code restarts from the batch's encoder outputs (0: off)"),
     ):
         default = None if name == "warmup_steps" else getattr(d, name)
         g.add_argument(

@@ -81,7 +81,9 @@ def test_cli_end_to_end_writes_every_output_and_the_pair_reloads(data, tmp_path,
     assert capsys.readouterr().out.strip() == str(out)
 
 
-STRAIGHT = dict(steps=24, log_every=1, checkpoint_every=5, lr=3e-3, warmup_steps=3)
+# codebook 96 with restarts every 5 steps: codes die and are restarted at steps 10, 15, 20, both sides of the
+# interruption at 12 in the resume test
+STRAIGHT = dict(steps=24, log_every=1, checkpoint_every=5, lr=3e-3, warmup_steps=3, restart_every=5, codebook_size=96)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +107,7 @@ def test_resume_is_bit_exact(data, straight, tmp_path):
     train(tiny_config(data, **STRAIGHT), tmp_path / "split", progress=False, stop_after=12)  # as if killed at 12
     assert json.loads((tmp_path / "split" / "checkpoint.json").read_text())["step"] == 12
     flags = ["--resume", "--log_every", "1", "--checkpoint_every", "7", "--lr", "0.003", "--warmup_steps", "3"]
+    flags += ["--restart_every", "5", "--codebook_size", "96"]
     assert main(argv(data, tmp_path / "split", *flags, steps=24)) == 0
     for name in ("model.eqx", "ckpt_00000024.eqx"):  # model leaves, and model + optimiser state
         assert (out / name).read_bytes() == (tmp_path / "split" / name).read_bytes()
@@ -112,6 +115,49 @@ def test_resume_is_bit_exact(data, straight, tmp_path):
     # a resume with other hyperparameters is refused
     assert main(argv(data, tmp_path / "split", "--resume", "--lr", "0.01", steps=24)) == 2
     assert main(argv(data, tmp_path / "split", *flags, "--scales", "2x2,8x8", steps=24)) == 2
+
+
+def test_dead_codes_are_restarted_from_the_batch_encoder_outputs(data, straight):
+    recs = records(straight[0])
+    assert sum(r["restarted"] for r in recs) > 0  # the resume test above then covers runs with restarts
+    assert all(r["restarted"] == 0 for r in recs if r["step"] % 5)  # only on restart steps
+    # one step by hand: dead codes (never used since the last restart) are replaced by rows of this batch's
+    # encoder outputs; live codes only move by their optimiser update; off-steps change nothing
+    import jax
+    import jax.numpy as jnp
+
+    from dataloaders import BatchLoader, GustDataset, compute_stats
+    from models.models import make_model
+    from models.train_vqvae import make_optimizer, make_train_step, model_config
+
+    cfg = tiny_config(data, codebook_size=64)
+    model = make_model(model_config(cfg, 16, 16, "periodic", "periodic"), jax.random.PRNGKey(0))
+    opt = make_optimizer(cfg, eqx.filter(model, eqx.is_inexact_array))
+    with GustDataset(data, ["omega"], sample_stop=14) as ds:
+        with BatchLoader(ds, 4, normalize=compute_stats(ds), epochs=1) as loader:
+            batch = next(iter(loader))
+    step = make_train_step(opt, 0.0, restart_every=2, seed=3)
+    counts = jnp.zeros(64).at[:32].set(1.0)  # codes 0..31 "used earlier"; 32..63 dead unless this batch uses them
+    for n, expect_restart in ((1, False), (2, True)):
+        new, _, new_counts, m = step(model, opt.init(eqx.filter(model, eqx.is_inexact_array)), counts, batch, n)
+        cb_old, cb_new = np.asarray(model.quantizer.codebook), np.asarray(new.quantizer.codebook)
+        idx = [np.asarray(i).ravel() for i in jax.vmap(model.encode_indices)(batch)]
+        live = np.zeros(64, bool)
+        live[np.concatenate(idx)] = True
+        live |= np.asarray(counts) > 0
+        if not expect_restart:
+            assert int(m["restarted"]) == 0 and np.array_equal(cb_new[~live], cb_old[~live])
+            assert np.all(np.asarray(new_counts)[live] > 0)
+            continue
+        assert int(m["restarted"]) == int((~live).sum()) > 0
+        assert np.all(np.asarray(new_counts) == 0)
+        latents = eqx.filter_jit(lambda m, b: jax.vmap(m.latent)(b))(new, batch)  # the updated encoder the step used
+        vectors = np.moveaxis(np.asarray(latents), 1, -1).reshape(-1, cb_new.shape[1])
+        for row in np.flatnonzero(~live):  # equal up to XLA's fusion differences between two compilations
+            dist = np.abs(vectors - cb_new[row]).max(axis=1) / np.abs(cb_new[row]).max()
+            assert dist.min() < 1e-5, (row, dist.min())
+        # a fresh optimiser's first update has lr 0 (warm-up from 0), so live codes are exactly untouched
+        assert np.array_equal(cb_new[live], cb_old[live])
 
 
 def test_weight_decay_mask_and_default_scales():
@@ -201,7 +247,7 @@ def test_four_devices_give_the_loss_of_one_and_check_the_batch_size(data, straig
         from models.train_vqvae import TrainConfig, train
         assert jax.device_count() == 4
         kw = dict(data_path={data!r}, fields=("omega",), sample_stop=14, ch=8, num_groups=4, embed_dim=8,
-                  codebook_size=32, **{STRAIGHT!r})
+                  **{STRAIGHT!r})
         try:
             train(TrainConfig(batch_size=6, **kw), {str(tmp_path / "bad")!r}, progress=False)
         except ValueError as err:
