@@ -52,7 +52,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers.common.atomic import atomic_text, atomic_write
-from solvers.common.cli import EXIT_BAD_INPUT, OneLineArgumentParser, comma_list, fail
+from solvers.common.cli import (
+    OneLineArgumentParser,
+    add_trained_run_flags,
+    int_list,
+    positive_int,
+    scale_list,
+    tool_main,
+)
 from solvers.py2d_turbulence import py2d_core
 
 from .inference import (
@@ -65,7 +72,6 @@ from .inference import (
     reconstruct_batch,
 )
 from .models import UPSAMPLE_METHODS
-from .train_vqvae import _int_list, _scales  # the training CLI's parsers of --ch_mult and --scales
 
 PROG = "python -m models.analyze_reconstruction"
 VRMSE_EPS = 1e-7  # The Well's default ε in VRMSE
@@ -817,29 +823,14 @@ def plot_panels(path: Path, acc: Accumulator, c: int, grid, overwrite: bool) -> 
 # ======================================================================================================================
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer (got {text!r})") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {v})")
-    return v
-
-
 def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("run and data")
-    g.add_argument("--checkpoint", required=True, help="model.eqx of a models.train_vqvae run")
-    g.add_argument("--config_path", required=True, help="config.txt of the same run")
-    g.add_argument("--data_path", required=True, help="Gust .h5 file to reconstruct")
+    add_trained_run_flags(g, "Gust .h5 file to reconstruct")
     g.add_argument("--output_dir", required=True, help="folder for metrics.json, spectra/histograms .npz and plots")
-    g.add_argument("--sample_start", type=int, default=0, help="first sample (default 0)")
-    g.add_argument("--sample_stop", type=int, default=None, help="end of the samples (default: all)")
-    g.add_argument("--fields", type=comma_list, default=None, help="must equal the model's fields (optional check)")
     g = p.add_argument_group("analysis")
-    g.add_argument("--batch_size", type=_positive_int, default=32, help="samples per model call (default 32)")
-    g.add_argument("--n_bins", type=_positive_int, default=100, help="histogram bins per field (default 100)")
+    g.add_argument("--batch_size", type=positive_int, default=32, help="samples per model call (default 32)")
+    g.add_argument("--n_bins", type=positive_int, default=100, help="histogram bins per field (default 100)")
     g.add_argument("--n_panel", type=int, default=3, help="samples shown in panels_<field>.png (default 3; 0: none)")
     g.add_argument("--hash_data", action="store_true", help="record the data file's sha256 (reads it once more)")
     g.add_argument("--overwrite", action="store_true", help="replace this tool's files in a non-empty --output_dir")
@@ -849,21 +840,14 @@ def build_parser() -> OneLineArgumentParser:
         g.add_argument(f"--{name}", type=int, default=None)
     for name in ("beta", "phi_ratio"):
         g.add_argument(f"--{name}", type=float, default=None)
-    g.add_argument("--ch_mult", type=_int_list, default=None, help="e.g. 1,2")
-    g.add_argument("--scales", type=_scales, default=None, help="e.g. 1x1,2x2,4x4,8x8")
+    g.add_argument("--ch_mult", type=int_list, default=None, help="e.g. 1,2")
+    g.add_argument("--scales", type=scale_list, default=None, help="e.g. 1x1,2x2,4x4,8x8")
     g.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=None)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    try:
-        out = analyze(args, argv)
-    except (ValueError, FileExistsError) as err:
-        return fail(PROG, str(err), EXIT_BAD_INPUT)
-    print(out)
-    return 0
+    return tool_main(PROG, build_parser(), analyze, argv)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers.common.atomic import atomic_write
-from solvers.common.cli import EXIT_BAD_INPUT, OneLineArgumentParser, comma_list, fail
+from solvers.common.cli import OneLineArgumentParser, add_trained_run_flags, positive_int, tool_main
 
 from .inference import (
     TrainedModel,
@@ -673,29 +673,14 @@ def report(
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer (got {text!r})") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {v})")
-    return v
-
-
 def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="{info,save}")
     for name, help_ in (("info", "print per-scale statistics; writes nothing"), ("save", "tokenise to an .npz")):
         s = sub.add_parser(name, help=help_, description=help_)
         s.error = p.error  # one-line errors for subcommands too
-        s.add_argument("--checkpoint", required=True, help="model.eqx of a models.train_vqvae run")
-        s.add_argument("--config_path", required=True, help="config.txt of the same run")
-        s.add_argument("--data_path", required=True, help="Gust .h5 file to tokenise")
-        s.add_argument("--sample_start", type=int, default=0, help="first sample (default 0)")
-        s.add_argument("--sample_stop", type=int, default=None, help="end of the samples (default: all)")
-        s.add_argument("--batch_size", type=_positive_int, default=64, help="samples per encode batch (default 64)")
-        s.add_argument("--fields", type=comma_list, default=None, help="must equal the model's fields (optional check)")
+        add_trained_run_flags(s, "Gust .h5 file to tokenise")
+        s.add_argument("--batch_size", type=positive_int, default=64, help="samples per encode batch (default 64)")
         s.add_argument(
             "--vocab_from", default=None, help="tokens .npz of the training split whose vocabulary is reused"
         )
@@ -762,14 +747,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    try:
-        text = run(args, argv)
-    except (ValueError, FileExistsError) as err:
-        return fail(PROG, str(err), EXIT_BAD_INPUT)
-    print(text)
-    return 0
+    return tool_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from random encoder outputs of the current batch (``restarted`` in the metrics l
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -47,7 +46,14 @@ import optax
 
 from dataloaders import BatchLoader, FieldStats, GustDataset, batch_sharding, compute_stats
 from solvers.common.atomic import atomic_text, atomic_write
-from solvers.common.cli import OneLineArgumentParser, add_distributed_flags, comma_list, run_main
+from solvers.common.cli import (
+    OneLineArgumentParser,
+    add_distributed_flags,
+    comma_list,
+    int_list,
+    run_main,
+    scale_list,
+)
 from solvers.common.hdf5_utils import provenance
 
 from .models import UPSAMPLE_METHODS, MultiScaleVQVAE, VQVAEConfig, codebook_stats, make_model, restart_dead_codes
@@ -587,20 +593,6 @@ def _val_loss(model, val_ds: GustDataset, stats: FieldStats, config: TrainConfig
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in comma_list(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _scales(text: str) -> tuple[tuple[int, int], ...]:
-    try:
-        return tuple(tuple(int(a) for a in s.lower().split("x", 1)) for s in comma_list(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected scales like 1x1,2x2,4x4, got {text!r}") from None
-
-
 def build_parser() -> OneLineArgumentParser:
     d = TrainConfig(data_path="-", fields=("-",))
     p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
@@ -635,8 +627,10 @@ def build_parser() -> OneLineArgumentParser:
         g.add_argument(f"--{name}", type=int, default=getattr(d, name), help=f"(default {getattr(d, name)})")
     for name in ("beta", "phi_ratio"):
         g.add_argument(f"--{name}", type=float, default=getattr(d, name), help=f"(default {getattr(d, name)})")
-    g.add_argument("--ch_mult", type=_int_list, default=d.ch_mult, help="per-level width multipliers (default 1,2)")
-    g.add_argument("--scales", type=_scales, default=None, help="e.g. 1x1,2x2,4x4,8x8 (default: powers of 2 to latent)")
+    g.add_argument("--ch_mult", type=int_list, default=d.ch_mult, help="per-level width multipliers (default 1,2)")
+    g.add_argument(
+        "--scales", type=scale_list, default=None, help="e.g. 1x1,2x2,4x4,8x8 (default: powers of 2 to latent)"
+    )
     g.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=d.upsample, help=f"(default {d.upsample})")
     g = p.add_argument_group("run")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --output_dir")

@@ -32,6 +32,43 @@ def comma_list(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer (got {text!r})") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {v})")
+    return v
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """argparse type: ``1,2,2`` → (1, 2, 2)."""
+    try:
+        return tuple(int(s) for s in comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def scale_list(text: str) -> tuple[tuple[int, int], ...]:
+    """argparse type: ``1x1,2x2,4x8`` → ((1, 1), (2, 2), (4, 8))."""
+    try:
+        return tuple(tuple(int(a) for a in s.lower().split("x", 1)) for s in comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected scales like 1x1,2x2,4x4, got {text!r}") from None
+
+
+def add_trained_run_flags(group, data_help: str) -> None:
+    """The flags of every tool that applies a trained VQ-VAE run to a Gust file (tokenizer, analysis)."""
+    group.add_argument("--checkpoint", required=True, help="model.eqx of a models.train_vqvae run")
+    group.add_argument("--config_path", required=True, help="config.txt of the same run")
+    group.add_argument("--data_path", required=True, help=data_help)
+    group.add_argument("--sample_start", type=int, default=0, help="first sample (default 0)")
+    group.add_argument("--sample_stop", type=int, default=None, help="end of the samples (default: all)")
+    group.add_argument("--fields", type=comma_list, default=None, help="must equal the model's fields (optional check)")
+
+
 def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
     """Flags to join a multi-process run through ``jax.distributed`` (process 0 writes the output)."""
     g = parser.add_argument_group("several hosts (jax.distributed; process 0 writes the file)")
@@ -84,6 +121,21 @@ def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: 
 
     if jax.process_index() == 0:
         print(path)
+    return 0
+
+
+def tool_main(prog: str, parser: argparse.ArgumentParser, body, argv: list[str] | None) -> int:
+    """The body of a CLI that is not a run (tokenizer, analysis): parse, ``text = body(args, argv)``, print it.
+
+    ``ValueError`` / ``FileExistsError`` from ``body`` are bad input: a one-line error and exit code 2.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    try:
+        text = body(args, argv)
+    except (ValueError, FileExistsError) as err:
+        return fail(prog, str(err))
+    print(text)
     return 0
 
 
