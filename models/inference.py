@@ -18,7 +18,6 @@ source, step); everything needed to rebuild and use the model comes from it. Eve
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +28,7 @@ import jax
 import numpy as np
 
 from dataloaders import BatchLoader, FieldStats, GustDataset
+from solvers.common.atomic import file_sha256
 
 from .models import MultiScaleVQVAE, VQVAEConfig, load
 
@@ -72,14 +72,6 @@ class TrainedModel:
             "train_step": s.get("step"),
             "fields": list(self.fields),
         }
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _settings(text: str, path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Atomic file writes: every Gust output other than the HDF5 datasets (which commit in place) goes through here.
+"""Output files: atomic writes (every Gust output other than the HDF5 datasets, which commit in place) and hashes.
 
 ``atomic_write(path, write)`` calls ``write(tmp)`` on a temporary file in the same folder and then renames it onto
 ``path``: a reader, or a run killed at any instant, sees either the old file or the complete new one, never a
@@ -8,12 +8,13 @@ again at the rename through a hard link, so two writers cannot both win).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_text", "atomic_write"]
+__all__ = ["atomic_text", "atomic_write", "file_sha256"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
@@ -46,3 +47,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
 
 def atomic_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
     return atomic_write(path, lambda p: p.write_text(text), overwrite=overwrite)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (bounded memory for any size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
