@@ -1,7 +1,10 @@
 """The Rayleigh–Bénard solver end to end: CLI, output file, ensembles, resume, CFL guard and bad input."""
 
 import dataclasses
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -203,3 +206,21 @@ def test_bad_adaptive_settings(tmp_path, capsys, args, needle):
     code, _ = cli(tmp_path, *args)
     err = capsys.readouterr().err.strip()
     assert code == 2 and needle in err and len(err.splitlines()) == 1, err
+
+
+def test_four_simulated_devices_give_the_single_device_result(tmp_path):
+    args = ["--output_dir", str(tmp_path / "sharded"), *TINY, "--n_trajectories", "4"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    res = subprocess.run(
+        [sys.executable, "-m", "solvers.rayleigh_benard.run_solver", *args],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "4 device(s)" in res.stderr
+    code, single = cli(tmp_path, "--n_trajectories", "4", out="single")
+    assert code == 0
+    sharded = next((tmp_path / "sharded").glob("*.h5"))
+    (a, sa, da, _), (b, sb, db, _) = read_all(sharded), read_all(single)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
+    np.testing.assert_array_equal(sa["trajectory"], sb["trajectory"])
+    np.testing.assert_allclose(da["nusselt_volume"], db["nusselt_volume"], rtol=1e-6)
