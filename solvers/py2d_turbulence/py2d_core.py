@@ -243,6 +243,10 @@ class Py2DEquation(eqx.Module):
       imaginary, i.e. Rossby waves, which Crank–Nicolson keeps neutral).
 
     The schemes in ``schemes.py`` decide how each part is integrated.
+
+    ``closure`` (optional, an ``les.Closure``) adds an LES sub-grid-scale model: a gradient model's −Π̂ joins
+    ``explicit_terms``; an eddy-viscosity model's domain-constant ν_e(t) (``eddy_viscosity``) is added to the
+    viscosity by the schemes (Crank–Nicolson in ab2cn/rk3cn, explicitly in etdrk4).
     """
 
     grid: SpectralGrid
@@ -253,8 +257,11 @@ class Py2DEquation(eqx.Module):
     re: float = eqx.field(static=True)
     alpha: float = eqx.field(static=True)
     beta: float = eqx.field(static=True)
+    closure: eqx.Module | None = None
 
-    def __init__(self, grid: SpectralGrid, *, re: float, alpha: float = 0.0, beta: float = 0.0, fkx=0, fky=0):
+    def __init__(
+        self, grid: SpectralGrid, *, re: float, alpha: float = 0.0, beta: float = 0.0, fkx=0, fky=0, closure=None
+    ):
         if not re > 0:
             raise ValueError(f"Reynolds number must be > 0 (got {re!r})")
         if not alpha >= 0:
@@ -274,10 +281,26 @@ class Py2DEquation(eqx.Module):
         self.l_visc = -grid.ksq / self.re
         self.l_drag = jnp.asarray(-self.alpha, dtype=rdtype)
         self.l_beta = (-1j * self.beta) * grid.kx * grid.inv_ksq
+        if closure is not None and closure.grid.n != grid.n:
+            raise ValueError(f"closure grid N={closure.grid.n} differs from the equation's N={grid.n}")
+        self.closure = closure
+
+    @property
+    def has_eddy_viscosity(self) -> bool:
+        return self.closure is not None and self.closure.has_eddy_viscosity
 
     def explicit_terms(self, omega_hat):
-        """N(ω̂) = −(u·∇ω)^ − f̂."""
-        return -nonlinear_term(omega_hat, self.grid) - self.forcing_hat
+        """N(ω̂) = −(u·∇ω)^ − f̂ (− Π̂_model for a gradient-model closure)."""
+        n = -nonlinear_term(omega_hat, self.grid) - self.forcing_hat
+        if self.closure is not None and self.closure.has_tendency:
+            n = n + self.closure.tendency(omega_hat)
+        return n
+
+    def eddy_viscosity(self, omega_hat):
+        """The closure's domain-constant eddy viscosity ν_e(ω̂) (0 without an eddy-viscosity closure)."""
+        if not self.has_eddy_viscosity:
+            return jnp.zeros(omega_hat.shape[:-2], self.grid.ksq.dtype)
+        return self.closure.eddy_viscosity(omega_hat)
 
     def linear_operator(self):
         """The full diagonal linear operator L = L_visc + L_drag + L_beta."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from ..common.cli import OneLineArgumentParser, add_run_flags, comma_list, run_main
+from . import les
 from .schemes import SCHEMES
 from .solver import FIELDS, IC_KINDS, Py2DConfig, run
 
@@ -66,12 +67,41 @@ def build_parser() -> OneLineArgumentParser:
     g.add_argument(
         "--seed", type=int, default=d.seed, help="random seed; trajectory m uses fold_in(PRNGKey(seed), m) (default 0)"
     )
+    g = p.add_argument_group("large-eddy simulation (see solvers/py2d_turbulence/les.py)")
+    g.add_argument(
+        "--sgs",
+        choices=les.SGS_MODELS,
+        default=d.sgs,
+        help="SGS closure of an LES on this grid, Δ = 2·2π/NX (default none): smag/leith (coefficient --cs), "
+        "dsmag/dleith (dynamic, Germano identity, test filter at 2Δ), gm2/gm4/gm6 (gradient models)",
+    )
+    g.add_argument(
+        "--cs",
+        type=float,
+        default=d.cs,
+        help=f"C_s of smag / C_l of leith: ν_e = (C_sΔ)²⟨|S|²⟩^½, (C_lΔ)³⟨|∇ω|⟩ (default {d.cs:g}, Lilly 1967)",
+    )
+    g.add_argument(
+        "--coarse_grain_to",
+        type=int,
+        default=d.coarse_grain_to,
+        help="N_LES: store filtered fields and SGS terms (pi_omega always) coarse-grained to N_LES×N_LES "
+        "instead of the DNS fields; even, < NX (default 0 = off)",
+    )
+    g.add_argument(
+        "--filter",
+        choices=les.FILTERS,
+        default=d.filter,
+        help="filter of --coarse_grain_to, width Δ = 2·2π/N_LES: gaussian exp(−K²Δ²/24), box sinc(kxΔ/2)sinc(kyΔ/2), "
+        "spectral |K| < π/Δ (default gaussian)",
+    )
     g = p.add_argument_group("output")
     g.add_argument(
         "--fields",
         type=comma_list,
         default=d.fields,
-        help=f"comma list of fields to save, from {', '.join(FIELDS)} (default omega)",
+        help=f"comma list of fields to save, from {', '.join(FIELDS)} (default omega); with --coarse_grain_to "
+        f"also {', '.join(les.SGS_FIELDS)}",
     )
     add_run_flags(p, d)
     return p

@@ -19,6 +19,13 @@ Schemes (``SCHEMES``; ``--scheme`` choices and the order tests iterate this regi
   coefficients evaluated by the contour integrals of Kassam & Trefethen (SIAM J. Sci. Comput. 26,
   2005): fourth order, the linear part (viscosity, drag, β) integrated exactly.
 
+LES closures (``Py2DEquation.closure``): a gradient model's −Π̂ is part of ``explicit_terms`` and so gets the
+scheme's explicit order (AB2, RK3, ETDRK4 — py2d uses forward Euler for it). An eddy-viscosity closure's
+domain-constant ν_e(t) is added to the viscosity: ab2cn evaluates it from ω̂ⁿ at the start of each step (as py2d)
+and rk3cn from each stage's input, then treats −ν_e K² by Crank–Nicolson with the coefficients rebuilt per
+step/stage inside the jitted step (lagging ν_e makes that part first order in the time variation of ν_e);
+etdrk4, whose exponential coefficients are precomputed, adds −ν_e(ω̂)K²ω̂ to the explicit terms (fourth order).
+
 CFL limits (dt·max(|u|/Δx + |v|/Δy) on the grid; the largest resolved advective eigenvalue is
 k_max·|u| with k_max = N/3 ≈ (2π/3)/Δx): AB2 has no stable interval on the imaginary axis and is used
 in practice at CFL ≲ 0.5; RK3's imaginary-axis limit √3 gives CFL < √3·3/(2π) ≈ 0.83; ETDRK4 reduces
@@ -64,15 +71,27 @@ class Scheme:
         return State(omega_hat, history, jnp.zeros(omega_hat.shape[:-2], jnp.int32))
 
 
+def _eddy(eq: Py2DEquation, w):
+    """−ν_e(ω̂) K², the eddy-viscosity operator of the state (broadcast over the spectral axes)."""
+    return -eq.eddy_viscosity(w)[..., None, None] * eq.grid.ksq
+
+
 def _ab2cn(eq: Py2DEquation, dt: float) -> Stepper:
     half_cn = 0.5 * dt * (eq.l_visc + eq.l_beta)
     numer = 1.0 + half_cn
     inv_denom = 1.0 / (1.0 - half_cn - dt * eq.l_drag)
 
+    def coefficients(w):
+        if not eq.has_eddy_viscosity:
+            return numer, inv_denom
+        half = half_cn + 0.5 * dt * _eddy(eq, w)
+        return 1.0 + half, 1.0 / (1.0 - half - dt * eq.l_drag)
+
     def step(s: State) -> State:
+        num, inv_den = coefficients(s.omega_hat)
         n_now = eq.explicit_terms(s.omega_hat)
-        rhs = numer * s.omega_hat + dt * (1.5 * n_now - 0.5 * s.history)
-        return State(rhs * inv_denom, n_now, s.step + 1)
+        rhs = num * s.omega_hat + dt * (1.5 * n_now - 0.5 * s.history)
+        return State(rhs * inv_den, n_now, s.step + 1)
 
     return step
 
@@ -88,12 +107,19 @@ def _rk3cn(eq: Py2DEquation, dt: float) -> Stepper:
     numer = [1.0 + a * dt * lin for a in _SMR_ALPHA]
     inv_denom = [1.0 / (1.0 - a * dt * lin) for a in _SMR_ALPHA]
 
+    def coefficients(k, w):
+        if not eq.has_eddy_viscosity:
+            return numer[k], inv_denom[k]
+        a = _SMR_ALPHA[k] * dt * (lin + _eddy(eq, w))
+        return 1.0 + a, 1.0 / (1.0 - a)
+
     def step(s: State) -> State:
         w = s.omega_hat
         n_prev = jnp.zeros_like(w)
         for k in range(3):
+            num, inv_den = coefficients(k, w)
             n_now = eq.explicit_terms(w)
-            w = (numer[k] * w + dt * (_SMR_GAMMA[k] * n_now + _SMR_ZETA[k] * n_prev)) * inv_denom[k]
+            w = (num * w + dt * (_SMR_GAMMA[k] * n_now + _SMR_ZETA[k] * n_prev)) * inv_den
             n_prev = n_now
         return State(w, s.history, s.step + 1)
 
@@ -122,15 +148,20 @@ def _etdrk4(eq: Py2DEquation, dt: float) -> Stepper:
     lin = np.asarray(eq.linear_operator(), dtype=np.complex128) * np.ones(eq.grid.ksq.shape)
     e, e2, q, f1, f2, f3 = (jnp.asarray(c, dtype=cdtype) for c in etdrk4_coefficients(lin, dt))
 
+    def explicit(w):
+        if not eq.has_eddy_viscosity:
+            return eq.explicit_terms(w)
+        return eq.explicit_terms(w) + _eddy(eq, w) * w
+
     def step(s: State) -> State:
         u = s.omega_hat
-        nu = eq.explicit_terms(u)
+        nu = explicit(u)
         a = e2 * u + q * nu
-        na = eq.explicit_terms(a)
+        na = explicit(a)
         b = e2 * u + q * na
-        nb = eq.explicit_terms(b)
+        nb = explicit(b)
         c = e2 * a + q * (2 * nb - nu)
-        nc = eq.explicit_terms(c)
+        nc = explicit(c)
         w = e * u + f1 * nu + 2 * f2 * (na + nb) + f3 * nc
         return State(w, s.history, s.step + 1)
 

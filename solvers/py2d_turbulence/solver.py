@@ -8,6 +8,8 @@ module only wires them together:
 - :func:`make_simulation` builds the equation, the scheme's ``step`` and the jitted chunk function
   that advances ``save_every`` steps for all trajectories at once (``vmap``), collecting diagnostics
   every ``diag_every`` steps inside a ``lax.scan`` (no host synchronisation per step);
+- LES: ``sgs`` selects a closure (``les.py``) for a run on an LES grid; ``coarse_grain_to`` = N_LES turns a
+  DNS run into an LES training-data run (below);
 - :func:`run` writes every chunk through ``solvers.common.hdf5_utils`` and commits it, so a killed
   run keeps every completed frame and ``resume=True`` continues bit-for-bit.
 
@@ -15,6 +17,15 @@ Ensembles (``n_trajectories`` = M) are laid out over the visible devices with a 
 of the trajectory axis; trajectory m starts from ``fold_in(PRNGKey(seed), m)`` whatever M is, so an
 ensemble member equals the same trajectory run alone. Samples are stored time-major: sample
 i = frame·M + m.
+
+LES training pairs (``coarse_grain_to`` = N_LES > 0). The Gust format holds one (H, W) grid per file, and the
+driver resumes exactly one file, so such a run writes ONE file on the N_LES grid: the DNS is advanced at N as
+usual (its full-precision state is in /state, so crash safety and resume are unchanged) and every saved frame
+stores the filtered, coarse-grained fields — ``omega``, ``psi``, ``u``, ``v`` then mean ω̄, ψ̄, ū, v̄ at N_LES
+(so the file can start an LES through ``--ic_file``) — and the a-priori SGS terms ``pi_omega`` (always) and
+``tau_xx, tau_xy, tau_yy, sigma_x, sigma_y`` (when listed in ``fields``), all computed on the DNS grid with
+dealiased products and then coarse-grained. The DNS fields at N are not stored in that file: rerun without
+``coarse_grain_to`` (same seed ⇒ the same DNS trajectory) to keep them.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from jax.sharding import NamedSharding
 
 from ..common import driver, hdf5_utils
 from ..common.driver import BlowUpError  # noqa: F401  (re-exported for the CLI)
-from . import initial_conditions
+from . import initial_conditions, les
 from .py2d_core import (
     LENGTH,
     Py2DEquation,
@@ -82,6 +93,10 @@ class Py2DConfig(driver.TimeGrid):
     fields: tuple[str, ...] = ("omega",)
     n_trajectories: int = 1
     diag_every: int = 0  # steps between diagnostics; 0 = automatic (about 10 per saved frame)
+    sgs: str = "none"
+    cs: float = les.DEFAULT_CS
+    coarse_grain_to: int = 0
+    filter: str = "gaussian"
 
     def __post_init__(self):
         if not isinstance(self.NX, int) or self.NX < 8 or self.NX % 2:
@@ -108,11 +123,27 @@ class Py2DConfig(driver.TimeGrid):
             raise ValueError(f"--scheme must be one of {', '.join(SCHEMES)} (got {self.scheme!r})")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if self.sgs not in les.SGS_MODELS:
+            raise ValueError(f"--sgs must be one of {', '.join(les.SGS_MODELS)} (got {self.sgs!r})")
+        if not self.cs > 0:
+            raise ValueError(f"--cs must be > 0 (got {self.cs:g})")
+        if self.filter not in les.FILTERS:
+            raise ValueError(f"--filter must be one of {', '.join(les.FILTERS)} (got {self.filter!r})")
+        m = self.coarse_grain_to
+        if not isinstance(m, int) or m < 0 or (m and (m < 8 or m % 2 or m >= self.NX)):
+            raise ValueError(
+                f"--coarse_grain_to must be 0 (off) or an even integer in [8, {self.NX}) below --NX (got {m})"
+            )
+        if m and self.sgs != "none":
+            raise ValueError(f"--coarse_grain_to makes LES data from a DNS; use it with --sgs none (got {self.sgs})")
         if not self.fields:
             raise ValueError(f"--fields must name at least one of {', '.join(FIELDS)}")
+        allowed = FIELDS + les.SGS_FIELDS if m else FIELDS
         for f in self.fields:
-            if f not in FIELDS:
-                raise ValueError(f"--fields: unknown field {f!r}; allowed: {', '.join(FIELDS)}")
+            if f in les.SGS_FIELDS and not m:
+                raise ValueError(f"--fields {f} is an SGS term of LES data; it needs --coarse_grain_to N_LES")
+            if f not in allowed:
+                raise ValueError(f"--fields: unknown field {f!r}; allowed: {', '.join(allowed)}")
         if len(set(self.fields)) != len(self.fields):
             raise ValueError(f"--fields lists a field twice (got {','.join(self.fields)})")
         if not isinstance(self.n_trajectories, int) or self.n_trajectories < 1:
@@ -129,14 +160,38 @@ class Py2DConfig(driver.TimeGrid):
     def dtype(self):
         return jnp.float64 if self.precision == "float64" else jnp.float32
 
+    @property
+    def output_fields(self) -> tuple[str, ...]:
+        """The stored fields: ``fields``, plus ``pi_omega`` in an LES-data run."""
+        if self.coarse_grain_to and "pi_omega" not in self.fields:
+            return (*self.fields, "pi_omega")
+        return self.fields
+
+    @property
+    def output_size(self) -> int:
+        return self.coarse_grain_to or self.NX
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        d = dataclasses.asdict(self)
+        # the LES settings are recorded only when used, so files written before they existed still resume
+        if d["sgs"] == "none":
+            del d["sgs"]
+        if self.sgs not in ("smag", "leith"):
+            del d["cs"]
+        if not self.coarse_grain_to:
+            del d["coarse_grain_to"], d["filter"]
+        return json.dumps(d, sort_keys=True)
 
     def output_name(self) -> str:
         ic = Path(self.ic_file).stem if self.ic_file else self.ic
+        les_part = ""
+        if self.sgs != "none":
+            les_part += f"_sgs{self.sgs}" + (f"{self.cs:g}" if self.sgs in ("smag", "leith") else "")
+        if self.coarse_grain_to:
+            les_part += f"_les{self.coarse_grain_to}{self.filter}"
         return (
             f"py2d_Re{self.Re:g}_N{self.NX}_fkx{self.fkx}_fky{self.fky}_alpha{self.alpha:g}_beta{self.beta:g}"
-            f"_dt{self.dt:g}_{self.scheme}_{self.precision}_{ic}_seed{self.seed}_M{self.n_trajectories}.h5"
+            f"_dt{self.dt:g}_{self.scheme}_{self.precision}_{ic}_seed{self.seed}_M{self.n_trajectories}{les_part}.h5"
         )
 
 
@@ -145,7 +200,8 @@ class Py2DConfig(driver.TimeGrid):
 
 def make_equation(cfg: Py2DConfig) -> Py2DEquation:
     grid = SpectralGrid(cfg.NX, dtype=cfg.dtype)
-    return Py2DEquation(grid, re=cfg.Re, alpha=cfg.alpha, beta=cfg.beta, fkx=cfg.fkx, fky=cfg.fky)
+    closure = les.make_closure(cfg.sgs, grid, coefficient=cfg.cs)
+    return Py2DEquation(grid, re=cfg.Re, alpha=cfg.alpha, beta=cfg.beta, fkx=cfg.fkx, fky=cfg.fky, closure=closure)
 
 
 def initial_vorticity(cfg: Py2DConfig, trajectory: int) -> np.ndarray:
@@ -167,21 +223,34 @@ def output_fields(omega_hat, eq: Py2DEquation, names: tuple[str, ...]) -> dict[s
     return {n: stacked[..., i, :, :].astype(jnp.float32) for i, n in enumerate(names)}
 
 
+def les_output_fields(omega_hat, eq: Py2DEquation, g_hat, n_les: int, names: tuple[str, ...]):
+    """Filtered, coarse-grained fields and a-priori SGS terms (``les.apriori_fields``) at n_les, float32."""
+    spectral = les.apriori_fields(omega_hat, eq.grid, g_hat)
+    coarse = les.coarse_grain(jnp.stack([spectral[n] for n in names], axis=-3), n_les)
+    stacked = to_physical(coarse, n_les)
+    return {n: stacked[..., i, :, :].astype(jnp.float32) for i, n in enumerate(names)}
+
+
+def diagnostic_names_of(cfg: Py2DConfig) -> tuple[str, ...]:
+    """DIAGNOSTICS, plus the eddy viscosity ``nu_eddy`` with an eddy-viscosity closure."""
+    return DIAGNOSTICS + (("nu_eddy",) if cfg.sgs in les.EDDY_MODELS else ())
+
+
 def diagnostics(omega_hat, eq: Py2DEquation, dt: float) -> jnp.ndarray:
-    """The DIAGNOSTICS of one state, stacked on the last axis."""
+    """The diagnostics of one state (``diagnostic_names_of``), stacked on the last axis."""
     grid = eq.grid
     w = to_physical(omega_hat, grid.n)
-    return jnp.stack(
-        [
-            energy(omega_hat, grid),
-            enstrophy(omega_hat, grid),
-            palinstrophy(omega_hat, grid),
-            eq.energy_injection(omega_hat),
-            cfl_number(omega_hat, grid, dt),
-            jnp.max(jnp.abs(w), axis=(-2, -1)),
-        ],
-        axis=-1,
-    )
+    values = [
+        energy(omega_hat, grid),
+        enstrophy(omega_hat, grid),
+        palinstrophy(omega_hat, grid),
+        eq.energy_injection(omega_hat),
+        cfl_number(omega_hat, grid, dt),
+        jnp.max(jnp.abs(w), axis=(-2, -1)),
+    ]
+    if eq.has_eddy_viscosity:
+        values.append(eq.eddy_viscosity(omega_hat))
+    return jnp.stack(values, axis=-1)
 
 
 def repeated(step: Callable[[State], State], n: int) -> Callable[[State], State]:
@@ -233,14 +302,14 @@ class Simulation:
         cfg = self.cfg
         m, n = cfg.n_trajectories, cfg.NX
         cdtype = np.dtype(np.complex128 if cfg.precision == "float64" else np.complex64)
-        x = np.asarray(initial_conditions.coordinates(n))
+        x = np.asarray(initial_conditions.coordinates(cfg.output_size))
         return hdf5_utils.create_writer(
             path,
-            fields=cfg.fields,
-            shape=(n, n),
+            fields=cfg.output_fields,
+            shape=(cfg.output_size, cfg.output_size),
             n_samples=cfg.n_frames * m,
             grid=hdf5_utils.Grid(x=x, y=x, bc_x="periodic", bc_y="periodic", length_x=LENGTH, length_y=LENGTH),
-            diagnostics=DIAGNOSTICS,
+            diagnostics=self.diagnostic_names,
             n_diag=(cfg.n_frames - 1) * (cfg.save_every // cfg.diag_interval_steps),
             n_trajectories=m,
             state_spec={
@@ -261,6 +330,15 @@ def make_simulation(cfg: Py2DConfig) -> Simulation:
     n_diag = cfg.save_every // cfg.diag_interval_steps
     inner = repeated(step, cfg.diag_interval_steps)
     cdtype = eq.forcing_hat.dtype
+    if cfg.coarse_grain_to:
+        g_hat = les.transfer_function(cfg.filter, les.default_width(cfg.coarse_grain_to), eq.grid)
+
+        def fields_of(omega_hat):
+            return les_output_fields(omega_hat, eq, g_hat, cfg.coarse_grain_to, cfg.output_fields)
+    else:
+
+        def fields_of(omega_hat):
+            return output_fields(omega_hat, eq, cfg.fields)
 
     def init_one(omega):
         return scheme.init_state(eq, to_spectral(omega.astype(cfg.dtype)).astype(cdtype))
@@ -272,7 +350,7 @@ def make_simulation(cfg: Py2DConfig) -> Simulation:
 
         state, diags = jax.lax.scan(body, state, None, length=n_diag)
         finite = jnp.all(jnp.isfinite(state.omega_hat.real) & jnp.isfinite(state.omega_hat.imag))
-        return state, output_fields(state.omega_hat, eq, cfg.fields), diags, finite
+        return state, fields_of(state.omega_hat), diags, finite
 
     def advance_one(state: State, n_steps):
         return jax.lax.fori_loop(0, n_steps, lambda _, s: step(s), state)
@@ -283,8 +361,9 @@ def make_simulation(cfg: Py2DConfig) -> Simulation:
         init=jax.jit(jax.vmap(init_one)),
         chunk=jax.jit(jax.vmap(chunk_one, out_axes=(0, 0, 1, 0))),
         advance=jax.jit(jax.vmap(advance_one, in_axes=(0, None))),
-        frame=jax.jit(jax.vmap(lambda s: output_fields(s.omega_hat, eq, cfg.fields))),
+        frame=jax.jit(jax.vmap(lambda s: fields_of(s.omega_hat))),
         sharding=driver.trajectory_sharding(cfg.n_trajectories),
+        diagnostic_names=diagnostic_names_of(cfg),
     )
 
 
@@ -315,6 +394,21 @@ def file_attrs(cfg: Py2DConfig, argv: list[str] | None) -> dict:
         "n_trajectories": int(cfg.n_trajectories),
         "sample_order": "time-major: sample i = frame * n_trajectories + trajectory",
     }
+    if cfg.sgs != "none":
+        attrs["sgs"] = cfg.sgs
+        attrs["sgs_filter_width"] = les.default_width(cfg.NX)
+        if cfg.sgs in ("smag", "leith"):
+            attrs["cs"] = float(cfg.cs)
+    if cfg.coarse_grain_to:
+        attrs["coarse_grain_to"] = int(cfg.coarse_grain_to)
+        attrs["les_filter"] = cfg.filter
+        attrs["les_filter_width"] = les.default_width(cfg.coarse_grain_to)
+        attrs["les_fields"] = (
+            f"LES data at N_LES={cfg.coarse_grain_to} from the DNS at N={cfg.NX}: omega/psi/u/v are the filtered, "
+            "coarse-grained fields; pi_omega = (J(ω,ψ))‾ − J(ω̄,ψ̄), J(a,b) = a_x b_y − a_y b_x, "
+            "tau_ij = (u_i u_j)‾ − ū_i ū_j, sigma_i = (u_i ω)‾ − ū_i ω̄ (filter on the DNS grid, dealiased products, "
+            "then coarse-grained); LES equation ∂ω̄/∂t + J(ω̄,ψ̄) = … − pi_omega"
+        )
     attrs.update(hdf5_utils.provenance(argv))
     return attrs
 
