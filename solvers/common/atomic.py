@@ -25,6 +25,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
     try:
         write(tmp)
         if overwrite:
@@ -43,6 +44,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
