@@ -744,7 +744,8 @@ def plot_spectra(path: Path, plan: SpectrumPlan, spectra: dict, metrics: dict, o
     for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
     what = "shell spectra, doubly periodic" if plan.kind == "periodic" else "1D x-spectra, wall-bounded in y"
-    fig.suptitle(f"{what}; sample-averaged; dotted: low/mid/high band edges", fontsize=10)
+    sep = "; " if ncol > 1 else "\n"  # one panel: two lines, so the title fits the figure's width
+    fig.suptitle(f"{what}; sample-averaged{sep}dotted: low/mid/high band edges", fontsize=10)
     fig.tight_layout()
     _save(fig, path, overwrite)
 
