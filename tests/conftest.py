@@ -41,3 +41,27 @@ def tiny_trained_run(py2d_tiny_data, tmp_path_factory):
         codebook_size=32,
     )
     return train(cfg, out, progress=False)
+
+
+@pytest.fixture
+def interrupted_at_chunk():
+    """``interrupted_at_chunk(n, make_simulation)``: a make_simulation whose n-th chunk call raises
+    KeyboardInterrupt, as a run killed between two chunks stops (driver-level solvers)."""
+    import dataclasses
+
+    def wrap(n, make_simulation):
+        def make(cfg):
+            sim = make_simulation(cfg)
+            calls = {"n": 0}
+
+            def chunk(state):
+                calls["n"] += 1
+                if calls["n"] == n:
+                    raise KeyboardInterrupt
+                return sim.chunk(state)
+
+            return dataclasses.replace(sim, chunk=chunk)
+
+        return make
+
+    return wrap

@@ -1,6 +1,5 @@
 """The Rayleigh–Bénard solver end to end: CLI, output file, ensembles, resume, CFL guard and bad input."""
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -30,24 +29,6 @@ def cli(tmp_path, *extra, out="out"):
 def read_all(path, field="buoyancy"):
     with hdf5_utils.open_dataset(path) as f:
         return f.read(field), f.samples(), f.diagnostics(), f.complete
-
-
-def interrupted_at_chunk(n, make_simulation):
-    """A make_simulation whose n-th chunk call raises KeyboardInterrupt, as a killed run would stop."""
-
-    def make(cfg):
-        sim = make_simulation(cfg)
-        calls = {"n": 0}
-
-        def chunk(state):
-            calls["n"] += 1
-            if calls["n"] == n:
-                raise KeyboardInterrupt
-            return sim.chunk(state)
-
-        return dataclasses.replace(sim, chunk=chunk)
-
-    return make
 
 
 def test_cli_writes_a_valid_file_on_a_uniform_wall_bounded_grid(tmp_path, capsys):
@@ -96,7 +77,7 @@ def test_ensemble_members_equal_independent_runs(tmp_path):
     assert not np.allclose(b[samples["trajectory"] == 0], b[samples["trajectory"] == 1])
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, interrupted_at_chunk):
     real = solver.make_simulation
     monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(3, real))
     with pytest.raises(KeyboardInterrupt):
@@ -177,7 +158,7 @@ def test_adaptive_dt_follows_the_cfl_and_keeps_frames_on_exact_times(tmp_path):
     np.testing.assert_allclose(np.diff(steps), np.round(1.0 / dt[9::10][: len(steps) - 1]), atol=0)
 
 
-def test_adaptive_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_adaptive_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, interrupted_at_chunk):
     real = solver.make_simulation
     monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(4, real))
     with pytest.raises(KeyboardInterrupt):

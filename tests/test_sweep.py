@@ -1,7 +1,6 @@
 """pipeline.sweep: a tiny Rayleigh–Bénard Ra sweep end to end — manifest, splits, skip/resume, blow-up, shards,
 and the validator catching corrupted and truncated files."""
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -108,25 +107,7 @@ def test_rerun_skips_complete_files(done, monkeypatch):
     assert manifest(done / "manifest.json")["points"] == points
 
 
-def interrupted_at_chunk(n, make_simulation):
-    """A make_simulation whose n-th chunk call raises KeyboardInterrupt, as a killed run would stop."""
-
-    def make(cfg):
-        sim = make_simulation(cfg)
-        calls = {"n": 0}
-
-        def chunk(state):
-            calls["n"] += 1
-            if calls["n"] == n:
-                raise KeyboardInterrupt
-            return sim.chunk(state)
-
-        return dataclasses.replace(sim, chunk=chunk)
-
-    return make
-
-
-def test_killed_sweep_resumes_the_partial_file_and_keeps_the_others(done, tmp_path, monkeypatch):
+def test_killed_sweep_resumes_the_partial_file_and_keeps_the_others(done, tmp_path, monkeypatch, interrupted_at_chunk):
     out = copy(done, tmp_path)
     first, second = (out / e["file"] for e in manifest(out / "manifest.json")["points"])
     first_mtime = first.stat().st_mtime_ns
