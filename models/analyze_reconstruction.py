@@ -679,6 +679,11 @@ def write_outputs(out: Path, acc: Accumulator, plan: SpectrumPlan, metrics: dict
         files.append(SPECTRA_PLOT)
     files += [f"panels_{f}.png" for f in acc.fields] if acc.panels else []
     metrics["files"] = files
+    if overwrite:  # this tool's files from an earlier analysis that this one does not rewrite (other fields, ...)
+        ours = [out / n for n in (METRICS_FILE, SPECTRA_FILE, HIST_FILE, HIST_PLOT, SPECTRA_PLOT)]
+        for old in [*ours, *out.glob("panels_*.png")]:
+            if old.name not in files:
+                old.unlink(missing_ok=True)
     _npz(out / SPECTRA_FILE, arrays, overwrite)
     _npz(out / HIST_FILE, hist, overwrite)
     if spectra:

@@ -294,11 +294,15 @@ def test_cli_end_to_end_on_the_tiny_trained_run(tiny_trained_run, py2d_tiny_data
     hist = np.load(out / "histograms.npz")
     assert hist["omega_truth"].sum() == truth.size and hist["omega_edges"].size == 21
     assert hist["omega_truth_half1"].sum() == 9 * 256 and hist["omega_truth_half2"].sum() == 9 * 256
-    # a second run into the now non-empty folder needs --overwrite; a test split [10, 18)
-    code = ar.main(args_for(tiny_trained_run, py2d_tiny_data, out, "--sample_start", "10", "--overwrite"))
-    assert code == 0
+    # a second run into the now non-empty folder needs --overwrite; a test split [10, 18) without panels:
+    # the old panels go (a folder holds one analysis), the user's own files stay
+    (out / "notes.txt").write_text("mine")
+    args = args_for(tiny_trained_run, py2d_tiny_data, out, "--sample_start", "10", "--n_panel", "0", "--overwrite")
+    assert ar.main(args) == 0
     m2 = json.loads((out / "metrics.json").read_text())
     assert m2["sample_range"] == [10, 18] and m2["n_samples"] == 8
+    assert not list(out.glob("panels_*.png")) and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*m2["files"], "notes.txt"])
 
 
 @pytest.fixture(scope="module")
