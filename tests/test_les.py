@@ -221,6 +221,31 @@ def test_closures_are_stable_and_dissipate_on_an_under_resolved_run(x64):
         assert float(core.enstrophy(w, eq.grid)) < 2 * z0
 
 
+def _order_errors(sgs, scheme, dts, t_end=0.4):
+    grid = core.SpectralGrid(N)
+    eq = core.Py2DEquation(grid, re=500.0, fkx=2, fky=1, closure=les.make_closure(sgs, grid))
+    sch = SCHEMES[scheme]
+    w0 = core.to_spectral(jnp.asarray(ic.random_field(N, seed=11, trajectory=0, k_peak=6.0)))
+
+    def run(dt):
+        state = sch.init_state(eq, w0)
+        return jax.jit(solver.repeated(sch.make_step(eq, dt), round(t_end / dt)))(state).omega_hat
+
+    ref = run(dts[-1] / 8)
+    return [float(jnp.abs(run(dt) - ref).max()) for dt in dts]
+
+
+@pytest.mark.parametrize("sgs,scheme", [("smag", "ab2cn"), ("dsmag", "ab2cn"), ("smag", "rk3cn"), ("gm4", "rk3cn")])
+def test_time_order_with_a_closure(x64, sgs, scheme):
+    """Self-convergence (against dt/8) with a closure on, α = 0: the schemes keep second order. The eddy viscosity
+    is CN-implicit with ν_e at the step's (stage's) midpoint; lagging ν_e(ω̂ⁿ) over the step, as py2d does, measured
+    first order here (errors 1.9, 0.94, 0.44 for smag/ab2cn: 8× the midpoint treatment's at the largest dt)."""
+    errors = _order_errors(sgs, scheme, (0.01, 0.005, 0.0025))
+    rates = np.log2(np.asarray(errors[:-1]) / np.asarray(errors[1:]))
+    assert np.all(rates > 1.8), f"{sgs}/{scheme}: orders {rates}, errors {errors}"
+    assert errors[-1] > 1e-10
+
+
 # ----------------------------------------------------------------------------- CLI, output, resume
 
 TINY = ["--NX", "16", "--dt", "0.01", "--t_total", "0.2", "--save_interval", "0.05", "--Re", "200", "--no_progress"]
