@@ -69,7 +69,6 @@ from .inference import (
     normalized_batches,
     open_matching,
     prefix_batch,
-    reconstruct_batch,
 )
 from .models import UPSAMPLE_METHODS
 
@@ -540,8 +539,8 @@ def analyze(args: argparse.Namespace, argv: list[str]) -> Path:
         for start, x in normalized_batches(trained, ds, args.batch_size, progress=progress, desc="reconstruct"):
             b = x.shape[0]
             xp = _pad(x, bs)
-            recon = denormalize(trained, reconstruct_batch(trained.model, xp))[:b]
             pre = denormalize(trained, prefix_batch(trained.model, xp))[:, :b]
+            recon = pre[-1]  # all K scales: the model's reconstruction (decode_indices of every scale)
             truth = ds.read_batch(np.arange(start, start + b))
             acc.update(start, truth, recon, pre)
         stat = Path(args.data_path).stat()
