@@ -8,8 +8,8 @@ the GPU when present) and compared with the ground truth in physical (denormalis
 over the data, both streaming (memory is bounded by one batch plus the accumulators, for any file size):
 
 1. the ground-truth range of each field (``GustDataset.read_batch`` in blocks), which fixes the histogram bins;
-2. the model pass: ``reconstruct_batch`` and ``prefix_batch`` per batch; errors, spectra and histograms are
-   accumulated in float64.
+2. the model pass: ``prefix_batch`` per batch (its last entry, all K scales, is the reconstruction); errors,
+   spectra and histograms are accumulated in float64.
 
 Outputs in ``--output_dir`` (refused if it exists and is not empty, unless ``--overwrite``; every file is written
 atomically): ``metrics.json``, ``spectra.npz``, ``histograms.npz``, ``spectra.png``, ``histograms.png`` and
