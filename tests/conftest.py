@@ -65,3 +65,35 @@ def interrupted_at_chunk():
         return make
 
     return wrap
+
+
+@pytest.fixture
+def two_processes():
+    """``two_processes(argv_of)``: run ``argv_of(address, i)`` for i = 0, 1 as two processes of one jax.distributed
+    job on 127.0.0.1 (2 simulated CPU devices each, from the repository root); returns
+    ``[(returncode, stdout, stderr), ...]``."""
+    import os
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    def run(argv_of, timeout=300):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            address = f"127.0.0.1:{sock.getsockname()[1]}"
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+        procs = [
+            subprocess.Popen(
+                argv_of(address, i),
+                cwd=Path(__file__).resolve().parents[1],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        outs = [p.communicate(timeout=timeout) for p in procs]
+        return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
+
+    return run

@@ -392,29 +392,13 @@ print("BATCHES", k + 1)
 """
 
 
-def test_two_processes_assemble_the_global_batch_from_their_own_rows(files):
+def test_two_processes_assemble_the_global_batch_from_their_own_rows(files, two_processes):
     # 2 processes x 2 simulated CPU devices under jax.distributed: each reads only its rows, and the global
     # array assembled by make_array_from_process_local_data equals the single-process batch
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(TWO_PROCESSES), str(files["a"]), f"127.0.0.1:{port}", str(i)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=180) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
-    assert all("BATCHES 3" in o[0] for o in outs)
+    script = textwrap.dedent(TWO_PROCESSES)
+    res = two_processes(lambda address, i: [sys.executable, "-c", script, str(files["a"]), address, str(i)], 180)
+    assert [r[0] for r in res] == [0, 0], [r[2][-1500:] for r in res]
+    assert all("BATCHES 3" in r[1] for r in res)
 
 
 def test_windows_of_a_real_turbulence_run_follow_time_within_one_trajectory(tmp_path):

@@ -90,43 +90,15 @@ def test_four_simulated_devices_give_the_single_device_result(tmp_path):
     np.testing.assert_array_equal(a[1]["trajectory"], b[1]["trajectory"])
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_under_jax_distributed_give_the_single_process_result(tmp_path):
+def test_two_processes_under_jax_distributed_give_the_single_process_result(tmp_path, two_processes):
     # 2 processes x 2 simulated CPU devices, joined by jax.distributed (gloo collectives); process 0 writes
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    port = _free_port()
-    args = ["--output_dir", str(tmp_path / "multi"), *TINY, "--n_trajectories", "4"]
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "solvers.py2d_turbulence.run_solver",
-                *args,
-                "--coordinator_address",
-                f"127.0.0.1:{port}",
-                "--num_processes",
-                "2",
-                "--process_id",
-                str(i),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    args = [sys.executable, "-m", "solvers.py2d_turbulence.run_solver", "--output_dir", str(tmp_path / "multi")]
+    args += [*TINY, "--n_trajectories", "4"]
+    res = two_processes(
+        lambda address, i: [*args, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)]
+    )
+    assert [r[0] for r in res] == [0, 0], [r[2][-2000:] for r in res]
+    outs = [r[1:] for r in res]
     assert "4 device(s)" in outs[0][1]
     assert ".h5" in outs[0][0] and ".h5" not in outs[1][0]  # only process 0 reports (and writes) the file
     code, single = cli(tmp_path, "--n_trajectories", "4", out="single")

@@ -270,35 +270,19 @@ def test_four_devices_give_the_loss_of_one_and_check_the_batch_size(data, straig
         assert a["usage"] == b["usage"]
 
 
-def test_two_processes_under_jax_distributed_train_like_one(data, straight, tmp_path):
+def test_two_processes_under_jax_distributed_train_like_one(data, straight, tmp_path, two_processes):
     # 2 processes x 2 simulated CPU devices joined by jax.distributed through the CLI's explicit coordinator flags:
     # each process reads its rows of every batch, process 0 writes; the losses are those of one device
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "multi"
     flags = ["--log_every", "1", "--checkpoint_every", "5", "--lr", "0.003", "--warmup_steps", "3"]
     flags += ["--restart_every", "5", "--codebook_size", "96"]
-    args = argv(data, out, *flags, steps=24)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    dist = ["--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "models.train_vqvae", *args, *dist, str(i)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    args = [sys.executable, "-m", "models.train_vqvae", *argv(data, out, *flags, steps=24)]
+    res = two_processes(
+        lambda address, i: [*args, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)]
+    )
+    assert [r[0] for r in res] == [0, 0], [r[2][-2000:] for r in res]
     # process 0 writes and reports the folder (gloo may print its own lines to stdout)
-    assert outs[0][0].strip().splitlines()[-1] == str(out) and str(out) not in outs[1][0]
+    assert res[0][1].strip().splitlines()[-1] == str(out) and str(out) not in res[1][1]
     one, two = records(straight[0]), records(out)
     assert [r["step"] for r in two] == list(range(1, 25))
     for a, b in zip(one, two, strict=True):  # every step, dead-code restarts at 10, 15, 20 included
