@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from solvers.common.atomic import atomic_text, atomic_write
+from solvers.common.atomic import atomic_text, atomic_write, file_sha256
 from solvers.common.cli import (
     OneLineArgumentParser,
     add_trained_run_flags,
@@ -64,7 +64,6 @@ from solvers.py2d_turbulence import py2d_core
 
 from .inference import (
     denormalize,
-    file_sha256,
     load_trained,
     normalized_batches,
     open_matching,

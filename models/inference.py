@@ -31,13 +31,13 @@ from dataloaders import BatchLoader, FieldStats, GustDataset
 from solvers.common.atomic import file_sha256
 
 from .models import MultiScaleVQVAE, VQVAEConfig, load
+from .train_vqvae import read_settings
 
 __all__ = [
     "TrainedModel",
     "decode_batch",
     "denormalize",
     "encode_batch",
-    "file_sha256",
     "load_trained",
     "normalized_batches",
     "open_matching",
@@ -74,22 +74,6 @@ class TrainedModel:
         }
 
 
-def _settings(text: str, path: Path) -> dict:
-    out = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, raw = line.partition("=")
-        if not sep:
-            raise ValueError(f"--config_path {path}: line {n} is not 'key = value': {line!r}")
-        try:
-            out[key.strip()] = json.loads(raw.strip())
-        except json.JSONDecodeError:
-            raise ValueError(f"--config_path {path}: line {n} has a value that is not JSON: {raw.strip()!r}") from None
-    return out
-
-
 def load_trained(
     checkpoint: str | os.PathLike, config_path: str | os.PathLike, overrides: Mapping[str, object] | None = None
 ) -> TrainedModel:
@@ -103,7 +87,7 @@ def load_trained(
         if not p.is_file():
             raise ValueError(f"{flag} {p} does not exist or is not a file")
     text = cfg_path.read_text()
-    settings = _settings(text, cfg_path)
+    settings = read_settings(text, f"--config_path {cfg_path}")
     try:
         config = VQVAEConfig.from_text(text, ignore_unknown=True)
     except ValueError as err:

@@ -69,14 +69,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from solvers.common.atomic import atomic_write
+from solvers.common.atomic import atomic_write, file_sha256
 from solvers.common.cli import OneLineArgumentParser, add_trained_run_flags, positive_int, tool_main
 
 from .inference import (
     TrainedModel,
     decode_batch,
     denormalize,
-    file_sha256,
     load_trained,
     normalized_batches,
     open_matching,

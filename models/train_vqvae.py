@@ -360,13 +360,23 @@ def config_text(
     return "".join(lines)
 
 
-def _read_config_lines(path: Path) -> dict:
+def read_settings(text: str, source: str = "config") -> dict:
+    """Every ``key = JSON value`` line of a ``config.txt`` (the inverse of :func:`config_text`) as a dict.
+
+    Blank lines and ``#`` comments are skipped; a malformed line is a one-line ``ValueError`` naming ``source``.
+    """
     out = {}
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            k, _, v = line.partition("=")
-            out[k.strip()] = json.loads(v.strip())
+        if not line or line.startswith("#"):
+            continue
+        key, sep, raw = line.partition("=")
+        if not sep:
+            raise ValueError(f"{source}: line {n} is not 'key = value': {line!r}")
+        try:
+            out[key.strip()] = json.loads(raw.strip())
+        except json.JSONDecodeError:
+            raise ValueError(f"{source}: line {n} has a value that is not JSON: {raw.strip()!r}") from None
     return out
 
 
@@ -454,7 +464,7 @@ def train(
         raise FileExistsError(f"--output_dir {out} is not empty; use --resume to continue or --overwrite to restart")
     if resume and (out / CKPT_POINTER).exists():
         ckpt_info = json.loads((out / CKPT_POINTER).read_text())
-        saved = _read_config_lines(out / CONFIG_FILE)
+        saved = read_settings((out / CONFIG_FILE).read_text(), str(out / CONFIG_FILE))
         for k, v in config.to_dict().items():
             if k in _RESUME_FREE or k in _MODEL_KEYS:  # the model keys are compared once the model config is known
                 continue
