@@ -106,6 +106,39 @@ def test_linear_stability_threshold_is_the_no_slip_critical_rayleigh_number(x64)
     assert abs(ra_zero / 1707.76 - 1) < 0.01, f"growth-rate zero crossing at Ra = {ra_zero:.2f}"
 
 
+def steady_nusselt(ra):
+    """Nusselt numbers of the steady roll pair in a box of width 2π/k_c, run until Nu stops changing."""
+    m = rb.make_model(nx=8, nz=16, lx=2 * math.pi / 3.117, rayleigh=ra, prandtl=1.0, dt=0.1)
+    s = rb.perturbed_state(m, jax.random.PRNGKey(0), amplitude=0.05)
+    chunk = jax.jit(lambda s: jax.lax.fori_loop(0, 500, lambda _, x: m.step(x), s))
+    previous = math.inf
+    for _ in range(100):  # t ≤ 5000; the slowest case (ε = 0.02) settles by t ≈ 2000
+        s = chunk(s)
+        d = {k: float(v) for k, v in m.diagnostics(s).items() if k.startswith("nusselt")}
+        if abs(d["nusselt_volume"] - previous) < 1e-11:
+            return d
+        previous = d["nusselt_volume"]
+    raise AssertionError(f"no steady state at Ra = {ra:g}: {d}")
+
+
+def test_weakly_nonlinear_nusselt_slope_matches_the_amplitude_equation(x64):
+    # Just above onset the rolls carry Nu − 1 = ε/g₀ + O(ε²), ε = Ra/Ra_c − 1, where the cubic coefficient of
+    # the amplitude equation for rigid–rigid walls is g₀ = 0.6995 − 0.0047/Pr + 0.0083/Pr² (Cross 1980,
+    # Phys. Fluids 23, 1727; Cross & Hohenberg 1993, Rev. Mod. Phys. 65, 851, §VI); for Pr → ∞ this is the
+    # slope 1.43 of Schlüter, Lortz & Busse 1965 (J. Fluid Mech. 23, 129). At Pr = 1 the slope is 1/0.7031.
+    # The nonlinear solver's steady states at three ε give (Nu − 1)/ε, extrapolated to ε → 0 by a quadratic.
+    eps = np.array([0.02, 0.04, 0.08])
+    runs = [steady_nusselt(1707.76 * (1 + e)) for e in eps]
+    for d in runs:  # the five definitions agree on a steady state
+        assert max(d.values()) - min(d.values()) < 1e-6, d
+    slopes = np.array([d["nusselt_volume"] - 1 for d in runs]) / eps
+    slope0 = np.polyval(np.polyfit(eps, slopes, 2), 0.0)
+    expected = 1 / (0.6995 - 0.0047 + 0.0083)
+    assert slopes[0] > slopes[1] > slopes[2] > 1.3  # it convects, and the slope bends down with ε
+    # 0.2% separates Pr = 1 from the Pr → ∞ value 1/0.6995 (0.5% apart)
+    assert abs(slope0 / expected - 1) < 0.002, f"d Nu/dε at onset {slope0:.4f}, amplitude equation {expected:.4f}"
+
+
 def test_rk222_is_second_order(x64):
     def final(dt):
         m = model(nx=16, nz=13, rayleigh=2e4, dt=dt)
