@@ -286,7 +286,9 @@ class MultiScaleQuantizer(eqx.Module):
     ``__call__(z)`` on one latent ``(D, h, w)`` returns ``(z_st, aux)``: ``z_st = z + sg(f_hat - z)`` for the decoder
     and ``aux`` with ``vq_loss`` (codebook + beta × commitment, mean over scales), ``commit_loss``, ``codebook_loss``,
     ``indices`` (list of (h_k, w_k) int32), ``code_probs`` (K, V): per-scale code counts divided by that scale's token
-    count h_k w_k, and ``prefix_latent_error`` (K,): |f_hat_k - z|² / |z|² after k scales.
+    count h_k w_k, ``prefix_latent_error`` (K,): |f_hat_k - z|² / |z|² after k scales, and ``prefix_latents``
+    (K, D, h, w): the cumulative reconstructions f_hat_1..f_hat_K themselves, differentiable in the codebook, gains and
+    φ (for a loss on decoded prefixes; the last equals the decoder input's value).
     """
 
     codebook: Float[Array, "v d"]
@@ -338,7 +340,7 @@ class MultiScaleQuantizer(eqx.Module):
         sg = jax.lax.stop_gradient
         f = sg(z)
         f_rest, f_hat = f, jnp.zeros_like(z)
-        indices, probs, cb_losses, commit_losses, prefix_err = [], [], [], [], []
+        indices, probs, cb_losses, commit_losses, prefix_err, f_hats = [], [], [], [], [], []
         norm = jnp.maximum(jnp.mean(f**2), 1e-12)
         for k, (h, w) in enumerate(self.scales):
             idx, codes = _quantize_single(jnp.moveaxis(area_downsample(f_rest, h, w), 0, -1), self.codebook)
@@ -350,6 +352,7 @@ class MultiScaleQuantizer(eqx.Module):
             cb_losses.append(jnp.mean((f_hat - f) ** 2))
             commit_losses.append(jnp.mean((sg(f_hat) - z) ** 2))
             prefix_err.append(sg(jnp.mean((f_hat - f) ** 2) / norm))
+            f_hats.append(f_hat)
         codebook_loss = jnp.mean(jnp.stack(cb_losses))
         commit_loss = jnp.mean(jnp.stack(commit_losses))
         aux = {
@@ -359,6 +362,7 @@ class MultiScaleQuantizer(eqx.Module):
             "indices": indices,
             "code_probs": jnp.stack(probs),
             "prefix_latent_error": jnp.stack(prefix_err),
+            "prefix_latents": jnp.stack(f_hats),
         }
         return z + sg(f_hat - z), aux
 

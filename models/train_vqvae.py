@@ -79,7 +79,8 @@ class TrainConfig:
     Data: data_path, fields, training samples [sample_start, sample_stop) (stop None: all committed), optional
     validation samples [val_start, val_stop) (used when val_stop is given). Optimisation: steps, batch_size, lr (peak),
     warmup_steps (linear from 0; None: steps // 10), end_lr_ratio (cosine decay to lr × end_lr_ratio at `steps`),
-    weight_decay, spectral_weight, seed (model init, batch order, restart draws), log_every, checkpoint_every,
+    weight_decay, spectral_weight, prefix_weight (see :func:`loss_fn`), seed (model init, batch order, restart and
+    prefix draws), log_every, checkpoint_every,
     restart_every (dead-code restarts every this many steps; 0: off). Model: the
     architecture keys of :class:`VQVAEConfig` (scales None: 1, 2, 4, ... capped at and ending on the latent size).
     """
@@ -97,6 +98,7 @@ class TrainConfig:
     end_lr_ratio: float = 0.1
     weight_decay: float = 1e-4
     spectral_weight: float = 0.0
+    prefix_weight: float = 0.0
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -167,6 +169,7 @@ class TrainConfig:
         number("end_lr_ratio", 0.0, hi=1.0)
         number("weight_decay", 0.0)
         number("spectral_weight", 0.0)
+        number("prefix_weight", 0.0)
         if self.scales is not None:
             try:
                 scales = tuple((int(h), int(w)) for h, w in self.scales)
@@ -183,6 +186,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _train_defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
 def default_scales(latent_shape: tuple[int, int]) -> tuple[tuple[int, int], ...]:
@@ -263,10 +270,25 @@ def log_spectral_loss(recon: jax.Array, target: jax.Array, eps: float = 1e-8) ->
     return jnp.mean(jnp.log((p_r + floor) / (p_t + floor)) ** 2)
 
 
-def loss_fn(model: MultiScaleVQVAE, batch: jax.Array, spectral_weight: float) -> tuple[jax.Array, dict]:
-    """Total loss and its parts on a normalised batch (B, C, H, W)."""
+def _channel_mse(recon: jax.Array, batch: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.mean((recon - batch) ** 2, axis=(0, 2, 3)))  # per channel, then over channels
+
+
+def loss_fn(
+    model: MultiScaleVQVAE,
+    batch: jax.Array,
+    spectral_weight: float,
+    prefix_weight: float = 0.0,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, dict]:
+    """Total loss and its parts on a normalised batch (B, C, H, W).
+
+    With ``prefix_weight`` > 0 each sample also decodes the cumulative reconstruction of its first k scales, k drawn
+    uniformly from 1..K−1 with ``key``, and ``prefix_weight`` × that reconstruction's MSE is added (``prefix_mse``):
+    the decoder otherwise only ever sees full latents, and the coarse prefixes decode to worse than nothing.
+    """
     recon, aux = jax.vmap(model)(batch)
-    mse = jnp.mean(jnp.mean((recon - batch) ** 2, axis=(0, 2, 3)))  # per channel, then over channels
+    mse = _channel_mse(recon, batch)
     vq = jnp.mean(aux["vq_loss"])
     loss = mse + vq
     metrics = {"mse": mse, "vq_loss": vq, "commit_loss": jnp.mean(aux["commit_loss"])}
@@ -275,6 +297,15 @@ def loss_fn(model: MultiScaleVQVAE, batch: jax.Array, spectral_weight: float) ->
         spec = log_spectral_loss(recon, batch)
         metrics["spectral_loss"] = spec
         loss = loss + spectral_weight * spec
+    n_scales = aux["prefix_latents"].shape[1]
+    if prefix_weight > 0 and n_scales > 1:
+        if key is None:
+            raise ValueError("loss_fn: prefix_weight > 0 needs a PRNG key (which prefix each sample decodes)")
+        k = jax.random.randint(key, (batch.shape[0],), 0, n_scales - 1)  # prefix of k + 1 scales, never all K
+        latents = aux["prefix_latents"][jnp.arange(batch.shape[0]), k]
+        prefix = _channel_mse(jax.vmap(model.decoder)(latents), batch)
+        metrics["prefix_mse"] = prefix
+        loss = loss + prefix_weight * prefix
     metrics["loss"] = loss
     metrics["usage"], metrics["perplexity"] = codebook_stats(aux["code_probs"])
     metrics["code_counts"] = jnp.sum(aux["code_probs"], axis=(0, 1))  # (V,): any use at any scale counts
@@ -290,6 +321,7 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     spectral_weight: float,
     *,
+    prefix_weight: float = 0.0,
     restart_every: int = 0,
     seed: int = 0,
     on_trace: Callable[[], None] | None = None,
@@ -301,6 +333,7 @@ def make_train_step(
     restart is replaced by a random encoder output of this batch (:func:`models.models.restart_dead_codes`, key
     ``fold_in(PRNGKey(seed), step)``: a pure function of seed and step, so a resumed run draws the same numbers) and
     ``counts`` is reset; ``metrics["restarted"]`` is the number of codes replaced (0 on other steps).
+    The prefix-loss draws (``prefix_weight`` > 0, see :func:`loss_fn`) use ``fold_in(fold_in(PRNGKey(seed), step), 1)``.
     ``on_trace`` is called each time JAX traces the step (tests use it to check the step compiles once).
     """
     base_key = jax.random.PRNGKey(seed)
@@ -310,7 +343,8 @@ def make_train_step(
         if on_trace is not None:
             on_trace()
         grad_fn = eqx.filter_value_and_grad(loss_fn, has_aux=True)
-        (_, metrics), grads = grad_fn(model, batch, spectral_weight)
+        prefix_key = jax.random.fold_in(jax.random.fold_in(base_key, step), 1)
+        (_, metrics), grads = grad_fn(model, batch, spectral_weight, prefix_weight, prefix_key)
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
         model = eqx.apply_updates(model, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -333,8 +367,9 @@ def make_train_step(
 
 
 @eqx.filter_jit
-def _eval_step(model, batch, spectral_weight):
-    metrics = loss_fn(model, batch, spectral_weight)[1]
+def _eval_step(model, batch, spectral_weight, prefix_weight):
+    # a fixed key: the validation loss of every logging step sees the same prefix draws
+    metrics = loss_fn(model, batch, spectral_weight, prefix_weight, jax.random.PRNGKey(0))[1]
     del metrics["code_counts"]
     return metrics
 
@@ -388,7 +423,7 @@ def _plot(path: Path, records: list[dict]) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = [r["step"] for r in records]
-    for key in ("loss", "mse", "vq_loss", "spectral_loss", "val_loss"):
+    for key in ("loss", "mse", "vq_loss", "spectral_loss", "prefix_mse", "val_loss"):
         pts = [(r["step"], r[key]) for r in records if key in r]
         if pts:
             ax.plot(*zip(*pts, strict=True), label=key, marker="o" if key == "val_loss" else None)
@@ -468,7 +503,8 @@ def train(
         for k, v in config.to_dict().items():
             if k in _RESUME_FREE or k in _MODEL_KEYS:  # the model keys are compared once the model config is known
                 continue
-            sv = saved.get("data_path") if k == "data_path" else saved.get(k)
+            # a setting newer than the saved run is absent from its config.txt: that run used the default
+            sv = saved[k] if k in saved else json.loads(json.dumps(_train_defaults().get(k)))
             mine = str(Path(v).resolve()) if k == "data_path" else json.loads(json.dumps(v))
             if sv != mine:
                 raise ValueError(f"--resume: --{k}={v!r} differs from the run in {out} ({k} = {json.dumps(sv)})")
@@ -528,7 +564,12 @@ def train(
         model, opt_state, counts = jax.device_put((model, opt_state, counts), replicated)
         schedule = make_schedule(config)
         train_step = make_train_step(
-            optimizer, config.spectral_weight, restart_every=config.restart_every, seed=config.seed, on_trace=on_trace
+            optimizer,
+            config.spectral_weight,
+            prefix_weight=config.prefix_weight,
+            restart_every=config.restart_every,
+            seed=config.seed,
+            on_trace=on_trace,
         )
         end = config.steps if stop_after is None else min(config.steps, stop_after)
 
@@ -592,7 +633,7 @@ def _val_loss(model, val_ds: GustDataset, stats: FieldStats, config: TrainConfig
     with BatchLoader(val_ds, bs, shuffle=False, drop_remainder=False, epochs=1, normalize=stats) as vl:
         for batch in vl:
             batch = jax.device_put(batch, replicated)
-            m = _eval_step(model, batch, config.spectral_weight)
+            m = _eval_step(model, batch, config.spectral_weight, config.prefix_weight)
             total += float(m["loss"]) * batch.shape[0]
             count += batch.shape[0]
     return total / count
@@ -623,6 +664,7 @@ def build_parser() -> OneLineArgumentParser:
         ("end_lr_ratio", float, "final learning rate / peak after the cosine decay"),
         ("weight_decay", float, "AdamW weight decay on conv kernels (not codebook, norms, biases)"),
         ("spectral_weight", float, "weight of the log-spectral loss (0: off)"),
+        ("prefix_weight", float, "weight of the MSE of a decoded random coarse prefix of scales (0: off)"),
         ("seed", int, "model initialisation and batch order"),
         ("log_every", int, "steps between metrics lines"),
         ("checkpoint_every", int, "steps between checkpoints (one is also written at the end)"),
