@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_vqvae --output_dir ./bench_vqvae [--cases py2d,rb] [--steps 600] [--batch_size 16]
         [--ch 32] [--ch_mult 1,2,2,4] [--embed_dim 32] [--codebook_size 1024] [--lr 2e-3] [--restart_every 50]
-        [--spectral_weight 0] [--prefix_weight 0] [--throughput_steps 10] [--overwrite] [--no_progress]
+        [--spectral_weight 0] [--prefix_weight 0.25] [--throughput_steps 10] [--overwrite] [--no_progress]
 
 For each case it
 1. makes the data once (kept in ``--output_dir/data``; reused by later runs): a training file and a held-out file of
@@ -174,7 +174,12 @@ def main(argv=None) -> int:
     p.add_argument("--codebook_size", type=int, default=1024)
     p.add_argument("--restart_every", type=int, default=50)
     p.add_argument("--spectral_weight", type=float, default=0.0)
-    p.add_argument("--prefix_weight", type=float, default=0.0, help="weight of the coarse-prefix loss (default 0)")
+    p.add_argument(
+        "--prefix_weight",
+        type=float,
+        default=TrainConfig.prefix_weight,
+        help=f"weight of the coarse-prefix loss (default {TrainConfig.prefix_weight})",
+    )
     p.add_argument("--throughput_steps", type=int, default=10, help="timed steps after compilation (default 10)")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that exist (data is always reused)")
     p.add_argument("--no_progress", action="store_true")

@@ -65,6 +65,8 @@ _MODEL_KEYS = ("ch", "ch_mult", "num_res_blocks", "num_groups", "embed_dim", "co
 _MODEL_KEYS += ("phi_ratio", "phi_kernel", "upsample")
 # Keys that may differ between a run and its --resume (they do not change the trained parameters).
 _RESUME_FREE = ("log_every", "checkpoint_every")
+# settings added after runs were made, with the value those runs trained with (absent from their config.txt)
+_LEGACY_VALUES = {"prefix_weight": 0.0}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -98,7 +100,7 @@ class TrainConfig:
     end_lr_ratio: float = 0.1
     weight_decay: float = 1e-4
     spectral_weight: float = 0.0
-    prefix_weight: float = 0.0
+    prefix_weight: float = 0.25
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -186,10 +188,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-def _train_defaults() -> dict:
-    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
 def default_scales(latent_shape: tuple[int, int]) -> tuple[tuple[int, int], ...]:
@@ -503,8 +501,7 @@ def train(
         for k, v in config.to_dict().items():
             if k in _RESUME_FREE or k in _MODEL_KEYS:  # the model keys are compared once the model config is known
                 continue
-            # a setting newer than the saved run is absent from its config.txt: that run used the default
-            sv = saved[k] if k in saved else json.loads(json.dumps(_train_defaults().get(k)))
+            sv = saved[k] if k in saved else _LEGACY_VALUES.get(k)
             mine = str(Path(v).resolve()) if k == "data_path" else json.loads(json.dumps(v))
             if sv != mine:
                 raise ValueError(f"--resume: --{k}={v!r} differs from the run in {out} ({k} = {json.dumps(sv)})")
