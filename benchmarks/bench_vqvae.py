@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_vqvae --output_dir ./bench_vqvae [--cases py2d,rb] [--steps 600] [--batch_size 16]
         [--ch 32] [--ch_mult 1,2,2,4] [--embed_dim 32] [--codebook_size 1024] [--lr 2e-3] [--restart_every 50]
-        [--spectral_weight 0] [--prefix_weight 0.25] [--throughput_steps 10] [--overwrite] [--no_progress]
+        [--spectral_weight 0] [--prefix_weight 0.1] [--throughput_steps 10] [--overwrite] [--no_progress]
 
 For each case it
 1. makes the data once (kept in ``--output_dir/data``; reused by later runs): a training file and a held-out file of

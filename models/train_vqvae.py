@@ -100,7 +100,7 @@ class TrainConfig:
     end_lr_ratio: float = 0.1
     weight_decay: float = 1e-4
     spectral_weight: float = 0.0
-    prefix_weight: float = 0.25
+    prefix_weight: float = 0.1
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100

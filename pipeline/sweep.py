@@ -49,13 +49,15 @@ problem (naming the file) and a summary (points, files, samples, bytes, per-spli
 not, 2 if there is no manifest to read.
 
 **The Well-like Rayleigh–Bénard set** (Ra ∈ {1e6 … 1e10} × Pr ∈ {0.1 … 10}, 512 × 128, aspect 4, 200 frames
-over 50 time units; add ``--seeds`` for several initial perturbations per (Ra, Pr); adaptive dt for the high Ra;
-check the resolution with the Nusselt spread each run prints)::
+over 50 time units; add ``--seeds`` for several initial perturbations per (Ra, Pr); adaptive dt for the high Ra,
+with CFL safety 0.2 for the onset burst at Ra >= 1e9 (README); check the resolution with the Nusselt spread each run
+prints)::
 
     python -m pipeline.sweep run --solver rayleigh_benard --output_dir sweeps/rb_well \\
         --param rayleigh=1e6,1e7,1e8,1e9,1e10 --param prandtl=0.1,0.2,0.5,1,2,5,10 --seeds 0 \\
         --set nx=512 --set nz=128 --set aspect=4 --set t_total=50 --set save_interval=0.25 \\
-        --set dt=0.0025 --set max_dt=0.0125 --set fields=buoyancy+u+w+pressure --set precision=float32
+        --set dt=0.0025 --set max_dt=0.0125 --set cfl_safety=0.2 --set fields=buoyancy+u+w+pressure \\
+        --set precision=float32
 
 **Several machines.** ``--shard i/n`` makes a process take the points with ``index % n == i`` and record them in its
 own ``manifest.<i>-of-<n>.json`` (the splits are still those of the whole sweep); every process runs the identical
