@@ -41,7 +41,7 @@ import numpy as np
 
 from models.inference import encode_batch, load_trained, normalized_batches, open_matching, prefix_batch
 from models.models import codebook_stats, make_model
-from models.train_vqvae import TrainConfig, make_optimizer, make_train_step, model_config, train
+from models.train_vqvae import TrainConfig, make_optimizer, model_config, train, train_step_for
 from solvers.common import hdf5_utils
 
 CASES = ("py2d", "rb")
@@ -83,13 +83,7 @@ def time_steps(config: TrainConfig, shape: tuple[int, int], bc: tuple[str, str],
     opt_state = opt.init(eqx.filter(model, eqx.is_inexact_array))
     counts = jnp.zeros(mconfig.codebook_size)
     batch = jax.random.normal(jax.random.PRNGKey(1), (config.batch_size, len(config.fields), *shape))
-    step = make_train_step(
-        opt,
-        config.spectral_weight,
-        prefix_weight=config.prefix_weight,
-        restart_every=config.restart_every,
-        seed=config.seed,
-    )
+    step = train_step_for(config, opt)
     forward = eqx.filter_jit(lambda m, x: jax.vmap(m)(x)[0])
 
     def timed(fn):

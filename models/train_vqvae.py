@@ -364,6 +364,18 @@ def make_train_step(
     return train_step
 
 
+def train_step_for(config: TrainConfig, optimizer: optax.GradientTransformation, *, on_trace=None):
+    """:func:`make_train_step` with the loss weights, restart cadence and seed of ``config``."""
+    return make_train_step(
+        optimizer,
+        config.spectral_weight,
+        prefix_weight=config.prefix_weight,
+        restart_every=config.restart_every,
+        seed=config.seed,
+        on_trace=on_trace,
+    )
+
+
 @eqx.filter_jit
 def _eval_step(model, batch, spectral_weight, prefix_weight):
     # a fixed key: the validation loss of every logging step sees the same prefix draws
@@ -560,14 +572,7 @@ def train(
 
         model, opt_state, counts = jax.device_put((model, opt_state, counts), replicated)
         schedule = make_schedule(config)
-        train_step = make_train_step(
-            optimizer,
-            config.spectral_weight,
-            prefix_weight=config.prefix_weight,
-            restart_every=config.restart_every,
-            seed=config.seed,
-            on_trace=on_trace,
-        )
+        train_step = train_step_for(config, optimizer, on_trace=on_trace)
         end = config.steps if stop_after is None else min(config.steps, stop_after)
 
         def save_all(with_ckpt: bool) -> None:
