@@ -2,19 +2,22 @@
 
     python -m benchmarks.bench_vqvae --output_dir ./bench_vqvae [--cases py2d,rb] [--steps 600] [--batch_size 16]
         [--ch 32] [--ch_mult 1,2,2,4] [--embed_dim 32] [--codebook_size 1024] [--lr 2e-3] [--restart_every 50]
-        [--spectral_weight 0] [--prefix_weight 0.1] [--throughput_steps 10] [--overwrite] [--no_progress]
+        [--num_res_blocks 1] [--scales 1x1,2x2,4x4,8x8,16x16] [--spectral_weight 0] [--prefix_weight 0.1]
+        [--py2d_trajectories 8] [--throughput_steps 10] [--train_seconds S] [--overwrite] [--no_progress]
 
 For each case it
 1. makes the data once (kept in ``--output_dir/data``; reused by later runs): a training file and a held-out file of
    a different seed, through the solvers' normal output path:
    - ``py2d``: 2D turbulence vorticity ``omega`` at 128² (Re 1000, k_f = 4, α = 0.1, solver defaults), spin-up 10,
-     then 8 trajectories × 80 frames (Δt_save 0.25) for training, 2 × 80 held out (seed 100);
+     then 8 (``--py2d_trajectories``) trajectories × 80 frames (Δt_save 0.25) for training, 2 × 80 held out (seed 100);
    - ``rb``: Rayleigh–Bénard ``buoyancy`` (temperature) at Ra = 1e5, Pr = 1, 128×32 uniform grid, spin-up 100, then
      4 trajectories × 100 frames (Δt_save 0.5) for training, 1 × 100 held out (seed 100);
 2. times the jitted training step (the one ``models.train_vqvae`` runs) on a device-resident batch, after
    compilation: ms per step and samples/s, next to the forward pass alone (encode → quantise → decode) for scale;
-3. trains ``--steps`` steps with ``models.train_vqvae.train`` into ``--output_dir/<case>/run`` (a normal run
-   directory: model.eqx, config.txt, metrics.jsonl, loss.png; the tokenizer and analysis CLIs read it);
+3. trains ``--steps`` steps (or, with ``--train_seconds S``, as many as the measured step time fits in S seconds,
+   capped at ``--steps``; the schedule is set for that count before training starts) with
+   ``models.train_vqvae.train`` into ``--output_dir/<case>/run`` (a normal run directory: model.eqx, config.txt,
+   metrics.jsonl, loss.png; the tokenizer and analysis CLIs read it);
 4. evaluates on the held-out file: relative L2 error ‖x̂ − x‖ / ‖x‖ over all held-out samples in physical units
    (and ‖x̂ − x‖ / ‖x − x̄‖ with x̄ the training mean, the stricter figure for fields with a large mean such as RB
    temperature),
@@ -29,6 +32,7 @@ Figures go to stdout (a Markdown table per case) and ``--output_dir/results.json
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -43,17 +47,19 @@ from models.inference import encode_batch, load_trained, normalized_batches, ope
 from models.models import codebook_stats, make_model
 from models.train_vqvae import TrainConfig, make_optimizer, model_config, train, train_step_for
 from solvers.common import hdf5_utils
+from solvers.common.cli import scale_list
 
 CASES = ("py2d", "rb")
 FIELD = {"py2d": "omega", "rb": "buoyancy"}
 
 
-def make_data(case: str, data_dir: Path, progress: bool) -> tuple[Path, Path]:
+def make_data(case: str, data_dir: Path, progress: bool, py2d_trajectories: int = 8) -> tuple[Path, Path]:
     """The case's (train, held-out) files, made on the first call and reused after (validated)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     out = []
-    for split, seed, m in (("train", 0, None), ("test", 100, None)):
-        folder = data_dir / f"{case}_{split}"
+    for split, seed in (("train", 0), ("test", 100)):
+        suffix = f"_m{py2d_trajectories}" if case == "py2d" and split == "train" and py2d_trajectories != 8 else ""
+        folder = data_dir / f"{case}_{split}{suffix}"
         existing = sorted(folder.glob("*.h5")) if folder.exists() else []
         if existing and hdf5_utils.open_dataset(existing[0]).complete:
             out.append(existing[0])
@@ -61,7 +67,7 @@ def make_data(case: str, data_dir: Path, progress: bool) -> tuple[Path, Path]:
         if case == "py2d":
             from solvers.py2d_turbulence.solver import Py2DConfig, run
 
-            m = 8 if split == "train" else 2
+            m = py2d_trajectories if split == "train" else 2
             cfg = Py2DConfig(NX=128, t_total=20.0, save_interval=0.25, spinup_time=10.0, seed=seed, n_trajectories=m)
         else:
             from solvers.rayleigh_benard.solver import RBConfig, run
@@ -164,6 +170,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--ch", type=int, default=32)
     p.add_argument("--ch_mult", default="1,2,2,4", help="per-level multipliers (default 1,2,2,4: latent = input / 8)")
+    p.add_argument("--num_res_blocks", type=int, default=1)
+    p.add_argument("--scales", type=scale_list, default=None, help="e.g. 1x1,2x2,4x4 (default: powers of 2 to latent)")
     p.add_argument("--embed_dim", type=int, default=32)
     p.add_argument("--codebook_size", type=int, default=1024)
     p.add_argument("--restart_every", type=int, default=50)
@@ -174,7 +182,16 @@ def main(argv=None) -> int:
         default=TrainConfig.prefix_weight,
         help=f"weight of the coarse-prefix loss (default {TrainConfig.prefix_weight})",
     )
+    p.add_argument(
+        "--py2d_trajectories", type=int, default=8, help="training trajectories of the py2d data (default 8)"
+    )
     p.add_argument("--throughput_steps", type=int, default=10, help="timed steps after compilation (default 10)")
+    p.add_argument(
+        "--train_seconds",
+        type=float,
+        default=None,
+        help="train as many steps as the measured step time fits in this many seconds (at most --steps)",
+    )
     p.add_argument("--overwrite", action="store_true", help="retrain runs that exist (data is always reused)")
     p.add_argument("--no_progress", action="store_true")
     args = p.parse_args(argv)
@@ -191,7 +208,7 @@ def main(argv=None) -> int:
     if results_path.exists():
         results["cases"] = json.loads(results_path.read_text()).get("cases", {})
     for case in cases:
-        train_path, test_path = make_data(case, out / "data", progress)
+        train_path, test_path = make_data(case, out / "data", progress, args.py2d_trajectories)
         with hdf5_utils.open_dataset(train_path) as f:
             shape, bc = tuple(f.shape), (f.grid.bc_y, f.grid.bc_x)
             n_train = f.n_samples
@@ -203,6 +220,8 @@ def main(argv=None) -> int:
             lr=args.lr,
             ch=args.ch,
             ch_mult=tuple(int(s) for s in args.ch_mult.split(",")),
+            num_res_blocks=args.num_res_blocks,
+            scales=args.scales,
             embed_dim=args.embed_dim,
             codebook_size=args.codebook_size,
             restart_every=args.restart_every,
@@ -212,6 +231,16 @@ def main(argv=None) -> int:
             checkpoint_every=max(1, args.steps // 4),
         )
         speed = time_steps(config, shape, bc, args.throughput_steps)
+        if args.train_seconds is not None:
+            fit = int(args.train_seconds / (1e-3 * speed["ms_per_step"]))
+            steps = max(1, min(args.steps, fit))
+            config = dataclasses.replace(
+                config,
+                steps=steps,
+                warmup_steps=None,  # steps // 10 again
+                log_every=max(1, steps // 50),
+                checkpoint_every=max(1, steps // 4),
+            )
         run_dir = out / case / "run"
         t0 = time.perf_counter()
         done = (run_dir / "model.eqx").exists() and not args.overwrite
@@ -223,7 +252,7 @@ def main(argv=None) -> int:
             "field": FIELD[case],
             "shape": list(shape),
             "n_train": n_train,
-            "steps": args.steps,
+            "steps": config.steps,
             "batch_size": args.batch_size,
             "train_wall_s": None if done else wall,
             **speed,
@@ -237,7 +266,8 @@ def main(argv=None) -> int:
         print(
             f"model {res['n_params']:,} parameters, batch {args.batch_size}: {res['ms_per_step']:.1f} ms/step "
             f"({res['samples_per_s']:.1f} samples/s), forward {res['ms_per_forward']:.1f} ms "
-            f"(step/forward {res['step_over_forward']:.2f}); {args.steps} steps" + ("" if done else f" in {wall:.0f} s")
+            f"(step/forward {res['step_over_forward']:.2f}); {config.steps} steps"
+            + ("" if done else f" in {wall:.0f} s")
         )
         print(
             f"held-out rel L2 {res['rel_l2']:.4f} (of the anomaly about the training mean: "

@@ -1,0 +1,295 @@
+"""Where a step goes: JAX profiler traces of the solvers' and the VQ-VAE's production runs, summed by kernel kind.
+
+    python -m benchmarks.profile_step --output_dir ./profile [--workloads py2d,rb,vqvae] [--py2d_n 1024]
+        [--rb_grid 512x128] [--vq_size 128] [--vq_batch 32] [--frames 4] [--vq_steps 40] [--precision float32]
+
+For each workload it runs the real entry point (``JAX_COMPILATION_CACHE_DIR`` spares the repeated calls the XLA
+compilation):
+
+- ``py2d``: ``solvers.py2d_turbulence.solver.run`` at ``--py2d_n``², ab2cn, frames of 100 steps;
+- ``rb``: ``solvers.rayleigh_benard.solver.run`` at ``--rb_grid``, Ra = 1e8, fixed dt, frames of 100 steps, four
+  fields saved (as The Well's set);
+- ``vqvae``: ``models.train_vqvae.train`` on a 128² ω file written by the py2d solver (units of one step).
+
+It times a call of ``--frames`` (``--vq_steps``) units and one of three times as many: the difference is the steady
+production cost per step, without the fixed set-up of a call. Next to it the bare step loop (a jitted ``fori_loop``
+of the same step, no output) is timed, so the table shows what the production path adds (HDF5 writes, device→host
+copies of the frames, diagnostics, Python between calls). The longer call is traced with ``jax.profiler.trace``
+(Perfetto JSON), and its device events (kernels and copies on the accelerator; on a CPU the XLA thunks) are summed
+into kinds by name: FFT, matmul/conv (cuBLAS/cuDNN/CUTLASS/Triton GEMMs, ``dot``/``convolution``), copy/transpose,
+memcpy host↔device, fused elementwise/reduction, other. Device time per step over the marginal step is the busy
+fraction; the rest is time the device waited for the host (launch gaps, Python, I/O). Figures go to stdout and
+``--output_dir/profile.json`` with the 15 costliest kernels of each workload; the traces stay in
+``--output_dir/<workload>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+KINDS = ("fft", "matmul/conv", "copy/transpose", "memcpy H<->D", "elementwise/reduce", "other")
+
+
+def kind_of(name: str) -> str:
+    """The kind of a device event from its (kernel or HLO op) name."""
+    n = name.lower()
+    if "memcpy" in n or "memset" in n:
+        return "memcpy H<->D"
+    if "fft" in n:
+        return "fft"
+    if any(s in n for s in ("gemm", "cublas", "cutlass", "xmma", "matmul", "dot", "conv", "cudnn", "wgmma", "mma")):
+        return "matmul/conv"
+    if "transpose" in n or n.startswith("copy") or "_copy" in n:
+        return "copy/transpose"
+    if any(s in n for s in ("fusion", "reduce", "loop_", "input_", "scatter", "gather", "concatenate", "slice")):
+        return "elementwise/reduce"
+    return "other"
+
+
+def _device_events(trace_dir: Path) -> tuple[list[dict], str]:
+    """Complete ('X') events of the accelerator's processes (on a CPU-only run: the XLA client thread)."""
+    path = next(trace_dir.rglob("perfetto_trace.json.gz"))
+    data = json.load(gzip.open(path))
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    pname = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
+    tname = {
+        (e["pid"], e.get("tid")): e["args"]["name"]
+        for e in events
+        if e.get("ph") == "M" and e.get("name") == "thread_name"
+    }
+    gpu_pids = {p for p, n in pname.items() if "/device:" in n and "CPU" not in n}
+    if gpu_pids:
+        dev = [e for e in events if e.get("ph") == "X" and e["pid"] in gpu_pids]
+        return dev, "accelerator"
+    # CPU backend: the XLA thunks run on the PjRt client's threads; skip the profiler's own bookkeeping events and
+    # the control-flow thunks that contain other events
+    cpu = [
+        e
+        for e in events
+        if e.get("ph") == "X"
+        and "XLA" in tname.get((e["pid"], e.get("tid")), "")
+        and not e["name"].startswith(("ThreadpoolListener", "end: ", "ThunkExecutor", "while", "conditional", "call"))
+    ]
+    return cpu, "cpu"
+
+
+def summarize(trace_dir: Path, wall_s: float, steps: int) -> dict:
+    """Per-kind device time, busy fraction and the costliest kernels of one trace."""
+    events, source = _device_events(trace_dir)
+    per_kind = collections.Counter()
+    per_name = collections.Counter()
+    count = collections.Counter()
+    intervals = []
+    for e in events:
+        dur = float(e.get("dur", 0.0)) * 1e-6  # µs → s
+        name = e["name"]
+        hlo = (e.get("args") or {}).get("hlo_op", "")
+        k = kind_of(f"{name} {hlo}")
+        per_kind[k] += dur
+        per_name[name] += dur
+        count[name] += 1
+        intervals.append((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0))))
+    busy = 0.0
+    end = -np.inf
+    for a, b in sorted(intervals):  # union of the intervals (streams may overlap)
+        if b > end:
+            busy += (b - max(a, end)) * 1e-6
+            end = b
+    total = sum(per_kind.values()) or 1.0
+    window = (max(b for _, b in intervals) - min(a for a, _ in intervals)) * 1e-6 if intervals else 0.0
+    return {
+        "source": source,
+        "wall_s": wall_s,
+        "steps": steps,
+        "ms_per_step_traced": 1e3 * wall_s / steps,
+        "device_busy_s": busy,
+        "busy_fraction": busy / wall_s if wall_s else 0.0,
+        "window_ms_per_step": 1e3 * window / steps,
+        "busy_fraction_window": busy / window if window else 0.0,
+        "events": len(events),
+        "events_per_step": len(events) / steps,
+        "kind_share": {k: per_kind[k] / total for k in KINDS},
+        "kind_ms_per_step": {k: 1e3 * per_kind[k] / steps for k in KINDS},
+        "top": [
+            {"name": n[:120], "kind": kind_of(n), "ms_total": 1e3 * t, "count": count[n]}
+            for n, t in per_name.most_common(15)
+        ],
+    }
+
+
+def profile(make_run, units: int, steps_per_unit: int, trace_dir: Path) -> dict:
+    """Marginal production cost per step and a trace of the longer run.
+
+    ``make_run(u)`` returns a callable that runs ``u`` units (frames or training steps) of ``steps_per_unit`` steps.
+    After compiling calls, runs of ``units`` and ``3 * units`` are timed; their difference over the ``2 * units``
+    extra units is the steady cost per step, free of the fixed set-up of a call (re-tracing, file creation, final
+    saves). The ``3 * units`` run is then traced for the per-kind split.
+    """
+    make_run(units)()  # compile both lengths (a training run's schedule depends on its length)
+    make_run(3 * units)()
+    t0 = time.perf_counter()
+    make_run(units)()
+    t1 = time.perf_counter()
+    make_run(3 * units)()
+    t3 = time.perf_counter()
+    marginal = (t3 - t1 - (t1 - t0)) / (2 * units * steps_per_unit)
+    if trace_dir.exists():
+        shutil.rmtree(trace_dir)
+    with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+        t_tr = time.perf_counter()
+        make_run(3 * units)()
+        wall = time.perf_counter() - t_tr
+    res = summarize(trace_dir, wall, 3 * units * steps_per_unit)
+    res["marginal_ms_per_step"] = 1e3 * marginal
+    res["call_s"] = {"units": t1 - t0, "3 units": t3 - t1}
+    device_ms = sum(res["kind_ms_per_step"].values())
+    res["busy_fraction_steady"] = device_ms / res["marginal_ms_per_step"] if marginal > 0 else float("nan")
+    return res
+
+
+def bare_loop_ms(step, state, n: int) -> float:
+    """ms per step of a jitted fori_loop of ``step`` (best of 3 after compiling)."""
+    run = jax.jit(lambda s: jax.lax.fori_loop(0, n, lambda _, x: step(x), s))
+    state = jax.block_until_ready(run(state))
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(run(state))
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best / n
+
+
+def workload_py2d(args, work: Path, out: Path) -> dict:
+    from solvers.py2d_turbulence import initial_conditions as ic
+    from solvers.py2d_turbulence import py2d_core as core
+    from solvers.py2d_turbulence.schemes import SCHEMES
+    from solvers.py2d_turbulence.solver import Py2DConfig, make_equation, run
+
+    n, per_frame, dt = args.py2d_n, 100, 5e-5
+
+    def make_run(frames):
+        cfg = Py2DConfig(
+            NX=n, dt=dt, t_total=frames * per_frame * dt, save_interval=per_frame * dt, precision=args.precision
+        )
+        return lambda: run(cfg, work / "py2d", overwrite=True, progress=False, log=lambda s: None)
+
+    res = profile(make_run, args.frames, per_frame, out / "py2d")
+    cfg = Py2DConfig(NX=n, dt=dt, precision=args.precision)
+    eq = make_equation(cfg)
+    scheme = SCHEMES[cfg.scheme]
+    dtype = np.float64 if args.precision == "float64" else np.float32
+    w0 = ic.random_field(n, 0, 0, 10.0).astype(dtype)
+    state = scheme.init_state(eq, core.to_spectral(jax.numpy.asarray(w0)))
+    bare = bare_loop_ms(scheme.make_step(eq, dt), state, per_frame)
+    return {"label": f"py2d {n}² ab2cn {args.precision}, frames of {per_frame} steps", "bare_ms": bare} | res
+
+
+def workload_rb(args, work: Path, out: Path) -> dict:
+    from solvers.rayleigh_benard import rb_core as rb
+    from solvers.rayleigh_benard.solver import RBConfig, run
+
+    nx, nz = (int(s) for s in args.rb_grid.lower().split("x"))
+    dt, interval = 0.002, 0.2
+
+    def make_run(frames):
+        cfg = RBConfig(
+            rayleigh=1e8, nx=nx, nz=nz, dt=dt, t_total=frames * interval, save_interval=interval,
+            precision=args.precision, fields=("buoyancy", "u", "w", "pressure"),
+        )  # fmt: skip
+        return lambda: run(cfg, work / "rb", overwrite=True, progress=False, log=lambda s: None)
+
+    res = profile(make_run, args.frames, round(interval / dt), out / "rb")
+    dtype = np.float64 if args.precision == "float64" else np.float32
+    model = rb.make_model(nx=nx, nz=nz, lx=4.0, rayleigh=1e8, prandtl=1.0, dt=dt, dtype=dtype)
+    state = rb.perturbed_state(model, jax.random.PRNGKey(0), 0.1)
+    bare = bare_loop_ms(model.step, state, 100)
+    label = f"RB {nx}×{nz} {args.precision} Ra 1e8, fixed dt, frames of {round(interval / dt)} steps, 4 fields saved"
+    return {"label": label, "bare_ms": bare} | res
+
+
+def workload_vqvae(args, work: Path, out: Path) -> dict:
+    from models.train_vqvae import TrainConfig, train
+    from solvers.py2d_turbulence.solver import Py2DConfig, run
+
+    data = run(
+        Py2DConfig(NX=args.vq_size, t_total=4.0, save_interval=0.05, n_trajectories=2, precision="float32"),
+        work / "vq_data",
+        overwrite=True,
+        progress=False,
+        log=lambda s: None,
+    )
+
+    def make_run(steps):
+        config = TrainConfig(
+            data_path=str(data), fields=("omega",), steps=steps, batch_size=args.vq_batch, ch=32,
+            ch_mult=(1, 2, 2, 4), embed_dim=32, codebook_size=1024, log_every=10, checkpoint_every=10**6,
+        )  # fmt: skip
+        return lambda: train(config, work / "vq_run", overwrite=True, progress=False)
+
+    res = profile(make_run, args.vq_steps, 1, out / "vqvae")
+    label = f"VQ-VAE train loop, {args.vq_size}² ω, batch {args.vq_batch}, ch 32, runs of {args.vq_steps} steps"
+    return {"label": label, "bare_ms": None} | res
+
+
+WORKLOADS = {"py2d": workload_py2d, "rb": workload_rb, "vqvae": workload_vqvae}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__.split("\n\n")[0])
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--workloads", default="py2d,rb,vqvae", help="comma list of py2d, rb, vqvae (default all)")
+    p.add_argument("--py2d_n", type=int, default=1024, help="py2d grid N (default 1024)")
+    p.add_argument("--rb_grid", default="512x128", help="RB nx x nz (default 512x128)")
+    p.add_argument("--vq_size", type=int, default=128, help="VQ-VAE field size (default 128)")
+    p.add_argument("--vq_batch", type=int, default=32, help="VQ-VAE batch (default 32)")
+    p.add_argument("--vq_steps", type=int, default=40, help="VQ-VAE steps of the shorter timed run (default 40)")
+    p.add_argument("--frames", type=int, default=4, help="frames of the shorter timed solver run (default 4)")
+    p.add_argument("--precision", choices=("float32", "float64"), default="float32")
+    args = p.parse_args(argv)
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    bad = [w for w in names if w not in WORKLOADS]
+    if bad or not names:
+        p.error(f"--workloads {args.workloads!r}: unknown {bad}; allowed: {', '.join(WORKLOADS)}")
+    if args.precision == "float64":
+        jax.config.update("jax_enable_x64", True)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = jax.devices()[0]
+    results = {"device": device.device_kind, "platform": device.platform, "jax": jax.__version__, "workloads": {}}
+    print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
+    with tempfile.TemporaryDirectory(prefix="gust_profile_") as tmp:
+        for name in names:
+            res = WORKLOADS[name](args, Path(tmp), out)
+            results["workloads"][name] = res
+            (out / "profile.json").write_text(json.dumps(results, indent=1) + "\n")
+            bare = f", bare step loop {res['bare_ms']:.3f} ms" if res["bare_ms"] is not None else ""
+            print(
+                f"\n### {res['label']}\nproduction path {res['marginal_ms_per_step']:.3f} ms/step (marginal){bare}; "
+                f"device time {sum(res['kind_ms_per_step'].values()):.3f} ms per step = "
+                f"{100 * res['busy_fraction_steady']:.0f}% of the marginal step; "
+                f"{res['events_per_step']:.1f} device events per step ({res['source']})"
+            )
+            print("| kind | share of device time | ms per step |\n|---|---|---|")
+            for k in KINDS:
+                print(f"| {k} | {100 * res['kind_share'][k]:.1f}% | {res['kind_ms_per_step'][k]:.4f} |")
+            print(
+                "costliest:",
+                "; ".join(f"{t['name'][:60]} {t['ms_total']:.2f} ms ×{t['count']}" for t in res["top"][:6]),
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    raise SystemExit(main())
