@@ -1,9 +1,9 @@
 """Where a step goes: JAX profiler traces of the solvers' and the VQ-VAE's production runs, summed by kernel kind.
 
     python -m benchmarks.profile_step --output_dir ./profile [--workloads py2d,rb,vqvae] [--py2d_n 1024]
-        [--rb_grid 512x128] [--vq_size 128] [--vq_batch 32] [--frames 4] [--vq_steps 40] [--precision float32]
+        [--rb_grid 512x128] [--vq_size 128] [--vq_batch 32] [--frames 8] [--vq_steps 40] [--precision float32]
 
-For each workload it runs the real entry point (``JAX_COMPILATION_CACHE_DIR`` spares the repeated calls the XLA
+For each workload it runs the real entry point twice (``JAX_COMPILATION_CACHE_DIR`` spares the second call the XLA
 compilation):
 
 - ``py2d``: ``solvers.py2d_turbulence.solver.run`` at ``--py2d_n``², ab2cn, frames of 100 steps;
@@ -11,14 +11,15 @@ compilation):
   fields saved (as The Well's set);
 - ``vqvae``: ``models.train_vqvae.train`` on a 128² ω file written by the py2d solver (units of one step).
 
-It times a call of ``--frames`` (``--vq_steps``) units and one of three times as many: the difference is the steady
-production cost per step, without the fixed set-up of a call. Next to it the bare step loop (a jitted ``fori_loop``
-of the same step, no output) is timed, so the table shows what the production path adds (HDF5 writes, device→host
-copies of the frames, diagnostics, Python between calls). The longer call is traced with ``jax.profiler.trace``
-(Perfetto JSON), and its device events (kernels and copies on the accelerator; on a CPU the XLA thunks) are summed
+The second call is traced with ``jax.profiler.trace`` (Perfetto JSON). The step program is the XLA module with the
+most device events (the solver's chunk, the training step); its span in the trace is the production loop, whose
+time per step is set next to the bare step loop (a jitted ``fori_loop`` of the same step, no output), so the table
+shows what the production path adds (HDF5 writes, device→host copies of the frames, diagnostics, Python between
+calls). The step program's device events (kernels and copies on the accelerator; on a CPU the XLA thunks) are summed
 into kinds by name: FFT, matmul/conv (cuBLAS/cuDNN/CUTLASS/Triton GEMMs, ``dot``/``convolution``), copy/transpose,
-memcpy host↔device, fused elementwise/reduction, other. Device time per step over the marginal step is the busy
-fraction; the rest is time the device waited for the host (launch gaps, Python, I/O). Figures go to stdout and
+memcpy (host↔device and device↔device), fused elementwise/reduction, other. The union of all device events inside
+the loop over its length is the busy fraction; the rest is time the device waited for the host (launch gaps,
+Python, I/O). Figures go to stdout and
 ``--output_dir/profile.json`` with the 15 costliest kernels of each workload; the traces stay in
 ``--output_dir/<workload>/``.
 """
@@ -38,14 +39,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-KINDS = ("fft", "matmul/conv", "copy/transpose", "memcpy H<->D", "elementwise/reduce", "other")
+KINDS = ("fft", "matmul/conv", "copy/transpose", "memcpy", "elementwise/reduce", "other")
 
 
 def kind_of(name: str) -> str:
     """The kind of a device event from its (kernel or HLO op) name."""
     n = name.lower()
     if "memcpy" in n or "memset" in n:
-        return "memcpy H<->D"
+        return "memcpy"
     if "fft" in n:
         return "fft"
     if any(s in n for s in ("gemm", "cublas", "cutlass", "xmma", "matmul", "dot", "conv", "cudnn", "wgmma", "mma")):
@@ -84,41 +85,54 @@ def _device_events(trace_dir: Path) -> tuple[list[dict], str]:
     return cpu, "cpu"
 
 
-def summarize(trace_dir: Path, wall_s: float, steps: int) -> dict:
-    """Per-kind device time, busy fraction and the costliest kernels of one trace."""
-    events, source = _device_events(trace_dir)
-    per_kind = collections.Counter()
-    per_name = collections.Counter()
-    count = collections.Counter()
-    intervals = []
-    for e in events:
-        dur = float(e.get("dur", 0.0)) * 1e-6  # µs → s
-        name = e["name"]
-        hlo = (e.get("args") or {}).get("hlo_op", "")
-        k = kind_of(f"{name} {hlo}")
-        per_kind[k] += dur
-        per_name[name] += dur
-        count[name] += 1
-        intervals.append((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0))))
-    busy = 0.0
-    end = -np.inf
-    for a, b in sorted(intervals):  # union of the intervals (streams may overlap)
+def _union(intervals: list[tuple[float, float]]) -> float:
+    """Total length of the union of (start, end) intervals (kernels on several streams may overlap)."""
+    total, end = 0.0, -np.inf
+    for a, b in sorted(intervals):
         if b > end:
-            busy += (b - max(a, end)) * 1e-6
+            total += b - max(a, end)
             end = b
+    return total
+
+
+def summarize(trace_dir: Path, wall_s: float, steps: int) -> dict:
+    """Per-kind device time of the step program, busy fraction of its loop, and the costliest kernels.
+
+    The step program is the XLA module with the most device events (the solver's chunk or the training step); the
+    kinds are summed over its events only, so set-up work (building matrices, first transfers, waits before the
+    loop) does not blur the per-step split. The loop is the span from its first to its last event; ``busy`` is the
+    union of all device events inside it.
+    """
+    events, source = _device_events(trace_dir)
+    module = collections.Counter((e.get("args") or {}).get("hlo_module", "") for e in events)
+    step_module = module.most_common(1)[0][0] if module else ""
+    ours = [e for e in events if (e.get("args") or {}).get("hlo_module", "") == step_module]
+    per_kind, per_name, count = collections.Counter(), collections.Counter(), collections.Counter()
+    for e in ours:
+        dur = float(e.get("dur", 0.0)) * 1e-6  # µs → s
+        per_kind[kind_of(f"{e['name']} {(e.get('args') or {}).get('hlo_op', '')}")] += dur
+        per_name[e["name"]] += dur
+        count[e["name"]] += 1
+    span = (0.0, 0.0)
+    if ours:
+        span = (min(float(e["ts"]) for e in ours), max(float(e["ts"]) + float(e.get("dur", 0.0)) for e in ours))
+    inside = [
+        (max(float(e["ts"]), span[0]), min(float(e["ts"]) + float(e.get("dur", 0.0)), span[1]))
+        for e in events
+        if float(e["ts"]) < span[1] and float(e["ts"]) + float(e.get("dur", 0.0)) > span[0]
+    ]
+    loop_s = (span[1] - span[0]) * 1e-6
+    busy = _union(inside) * 1e-6
     total = sum(per_kind.values()) or 1.0
-    window = (max(b for _, b in intervals) - min(a for a, _ in intervals)) * 1e-6 if intervals else 0.0
     return {
         "source": source,
+        "step_module": step_module,
         "wall_s": wall_s,
         "steps": steps,
-        "ms_per_step_traced": 1e3 * wall_s / steps,
-        "device_busy_s": busy,
-        "busy_fraction": busy / wall_s if wall_s else 0.0,
-        "window_ms_per_step": 1e3 * window / steps,
-        "busy_fraction_window": busy / window if window else 0.0,
-        "events": len(events),
-        "events_per_step": len(events) / steps,
+        "loop_ms_per_step": 1e3 * loop_s / steps,
+        "busy_fraction_loop": busy / loop_s if loop_s else 0.0,
+        "other_modules_ms": 1e3 * sum(float(e.get("dur", 0.0)) * 1e-6 for e in events if e not in ours),
+        "events_per_step": len(ours) / steps,
         "kind_share": {k: per_kind[k] / total for k in KINDS},
         "kind_ms_per_step": {k: 1e3 * per_kind[k] / steps for k in KINDS},
         "top": [
@@ -129,33 +143,19 @@ def summarize(trace_dir: Path, wall_s: float, steps: int) -> dict:
 
 
 def profile(make_run, units: int, steps_per_unit: int, trace_dir: Path) -> dict:
-    """Marginal production cost per step and a trace of the longer run.
+    """Trace a production run of ``units`` units (frames or training steps) of ``steps_per_unit`` steps each.
 
-    ``make_run(u)`` returns a callable that runs ``u`` units (frames or training steps) of ``steps_per_unit`` steps.
-    After compiling calls, runs of ``units`` and ``3 * units`` are timed; their difference over the ``2 * units``
-    extra units is the steady cost per step, free of the fixed set-up of a call (re-tracing, file creation, final
-    saves). The ``3 * units`` run is then traced for the per-kind split.
+    ``make_run(u)`` returns a callable that runs ``u`` units; a first call compiles (and fills the persistent
+    compilation cache), the second is traced.
     """
-    make_run(units)()  # compile both lengths (a training run's schedule depends on its length)
-    make_run(3 * units)()
-    t0 = time.perf_counter()
     make_run(units)()
-    t1 = time.perf_counter()
-    make_run(3 * units)()
-    t3 = time.perf_counter()
-    marginal = (t3 - t1 - (t1 - t0)) / (2 * units * steps_per_unit)
     if trace_dir.exists():
         shutil.rmtree(trace_dir)
     with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
-        t_tr = time.perf_counter()
-        make_run(3 * units)()
-        wall = time.perf_counter() - t_tr
-    res = summarize(trace_dir, wall, 3 * units * steps_per_unit)
-    res["marginal_ms_per_step"] = 1e3 * marginal
-    res["call_s"] = {"units": t1 - t0, "3 units": t3 - t1}
-    device_ms = sum(res["kind_ms_per_step"].values())
-    res["busy_fraction_steady"] = device_ms / res["marginal_ms_per_step"] if marginal > 0 else float("nan")
-    return res
+        t0 = time.perf_counter()
+        make_run(units)()
+        wall = time.perf_counter() - t0
+    return summarize(trace_dir, wall, units * steps_per_unit)
 
 
 def bare_loop_ms(step, state, n: int) -> float:
@@ -253,8 +253,8 @@ def main(argv=None) -> int:
     p.add_argument("--rb_grid", default="512x128", help="RB nx x nz (default 512x128)")
     p.add_argument("--vq_size", type=int, default=128, help="VQ-VAE field size (default 128)")
     p.add_argument("--vq_batch", type=int, default=32, help="VQ-VAE batch (default 32)")
-    p.add_argument("--vq_steps", type=int, default=40, help="VQ-VAE steps of the shorter timed run (default 40)")
-    p.add_argument("--frames", type=int, default=4, help="frames of the shorter timed solver run (default 4)")
+    p.add_argument("--vq_steps", type=int, default=40, help="VQ-VAE training steps traced (default 40)")
+    p.add_argument("--frames", type=int, default=8, help="saved frames of the traced solver runs (default 8)")
     p.add_argument("--precision", choices=("float32", "float64"), default="float32")
     args = p.parse_args(argv)
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -275,10 +275,9 @@ def main(argv=None) -> int:
             (out / "profile.json").write_text(json.dumps(results, indent=1) + "\n")
             bare = f", bare step loop {res['bare_ms']:.3f} ms" if res["bare_ms"] is not None else ""
             print(
-                f"\n### {res['label']}\nproduction path {res['marginal_ms_per_step']:.3f} ms/step (marginal){bare}; "
-                f"device time {sum(res['kind_ms_per_step'].values()):.3f} ms per step = "
-                f"{100 * res['busy_fraction_steady']:.0f}% of the marginal step; "
-                f"{res['events_per_step']:.1f} device events per step ({res['source']})"
+                f"\n### {res['label']}\nproduction loop {res['loop_ms_per_step']:.3f} ms/step{bare}; step program "
+                f"{sum(res['kind_ms_per_step'].values()):.3f} ms/step of device time, {res['events_per_step']:.1f} "
+                f"events per step; device busy {100 * res['busy_fraction_loop']:.0f}% of the loop ({res['source']})"
             )
             print("| kind | share of device time | ms per step |\n|---|---|---|")
             for k in KINDS:

@@ -50,7 +50,7 @@ else
         --repeats 5)
     py2d_scan=(--schemes ab2cn --sizes 256,512,2048 --precisions float32 --ensembles 1,16 --steps 100 --repeats 3)
     rb=(--sizes 512x128 --precisions float32,float64 --ensembles 1,16,64 --steps 100 --repeats 3 --dt 0.0025)
-    prof=(--frames 3 --vq_steps 20)
+    prof=(--frames 8 --vq_steps 40)
     # 128² ω at 48.0× compression (32×32 latent, scales 1, 2, 4, ..., 32, V = 256: 1365 tokens of 8 bits); the
     # quality goal of issue 5 is ≤ 0.10 held-out rel L2 at ≥ 48×
     vq=(--batch_size 32 --ch 32 --ch_mult 1,2,2 --embed_dim 32 --codebook_size 256 --steps 100000 --no_progress)

@@ -165,6 +165,41 @@ def test_float32_agrees_with_float64():
     assert rel < 1e-4, f"relative L2 difference {rel:.2e}"
 
 
+def _dot_precisions(jaxpr) -> list:
+    """The ``precision`` of every dot_general in a closed jaxpr, sub-jaxprs (loops, jit calls) included."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            out.append(eqn.params["precision"])
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, tuple | list) else (v,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(sub, "eqns"):
+                    out += _dot_precisions(sub)
+    return out
+
+
+def test_every_float32_matrix_product_asks_for_full_precision():
+    """On GPUs XLA computes float32 products in TF32 unless asked for HIGHEST; the step, the diagnostics and the
+    output fields must ask for it at every product (the CPU ignores the setting, so this checks the request)."""
+    from solvers.rayleigh_benard.solver import RBConfig, make_simulation
+
+    sim = make_simulation(RBConfig(nx=16, nz=12, precision="float32", fields=("buoyancy", "u", "pressure")))
+    s = jax.tree_util.tree_map(lambda x: x[0], sim.initial_state())
+    m = sim.model
+    fns = {
+        "step": m.step,
+        "diagnostics": m.diagnostics,
+        "frame": lambda s: sim.frame(jax.tree_util.tree_map(lambda x: x[None], s)),
+    }
+    for name, fn in fns.items():
+        precisions = _dot_precisions(jax.make_jaxpr(fn)(s).jaxpr)
+        assert precisions, f"{name}: no matrix products found"
+        full = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+        bad = [p for p in precisions if p != full]
+        assert not bad, f"{name}: {len(bad)} of {len(precisions)} products at {bad[0]}"
+
+
 @pytest.mark.parametrize(
     "kw,needle",
     [

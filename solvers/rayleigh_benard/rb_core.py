@@ -29,7 +29,8 @@ order. Both implicit stages solve (I − γΔt L) X = R with the same γ, so per
 (2nz × nz) matrix maps the ω-right-hand side to (ω, ψ) — the coupled system with the two no-slip
 conditions in place of the ω-equation at the walls (the collocation form of the influence-matrix method,
 Peyret, "Spectral Methods for Incompressible Viscous Flow", Springer 2002, §6.2) — and one (nz × nz)
-matrix per mode solves for θ. They are built and inverted once in float64 and applied as batched matmuls.
+matrix per mode solves for θ. They are built and inverted once in float64 and applied as batched matmuls at full precision
+(``HIGHEST``: no TF32 on GPUs).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ from . import chebyshev as cheb
 GAMMA = 1.0 - 1.0 / math.sqrt(2.0)
 DELTA = 1.0 - 1.0 / (2.0 * GAMMA)
 ORDER = 2
+# Every matrix product at full working precision: on GPUs XLA's default for float32 products is TF32 (10-bit
+# mantissa; seen as tensor-op GEMM kernels in the H200 profile), too coarse for the implicit solves.
+HIGHEST = jax.lax.Precision.HIGHEST
 CFL_LIMIT = 1.0  # dt·max(|u|/Δx + |w|/Δz) on the collocation grid; RK222 with CFL safety 0.5 as in Dedalus
 
 
@@ -136,8 +140,8 @@ def make_pressure_solve(nx: int, nz: int, lx: float) -> np.ndarray:
 
 def _mm(m, f):
     """Apply per-mode real matrices m (nkx, p, q) to complex f (q, nkx) → (p, nkx), real/imag separately."""
-    re = jnp.einsum("kpq,qk->pk", m, f.real)
-    im = jnp.einsum("kpq,qk->pk", m, f.imag)
+    re = jnp.einsum("kpq,qk->pk", m, f.real, precision=HIGHEST)
+    im = jnp.einsum("kpq,qk->pk", m, f.imag, precision=HIGHEST)
     return jax.lax.complex(re, im)
 
 
@@ -157,17 +161,17 @@ class RBModel(NamedTuple):
     def to_fine(self, f_hat):
         """(…, nz, nkx) spectral-in-x → (…, nzf, nxf) physical on the 3/2 grid."""
         nxf = 3 * self.nx // 2
-        g = jnp.einsum("fz,...zk->...fk", self.ops.up, f_hat)
+        g = jnp.einsum("fz,...zk->...fk", self.ops.up, f_hat, precision=HIGHEST)
         return jnp.fft.irfft(g, n=nxf, axis=-1, norm="forward")
 
     def from_fine(self, f):
         """(…, nzf, nxf) physical on the 3/2 grid → (…, nz, nkx), dealiased."""
         nkx = self.nx // 2 + 1
         g = jnp.fft.rfft(f, axis=-1, norm="forward")[..., :nkx]
-        return jnp.einsum("zf,...fk->...zk", self.ops.down, g) * self.ops.xmask
+        return jnp.einsum("zf,...fk->...zk", self.ops.down, g, precision=HIGHEST) * self.ops.xmask
 
     def dz(self, f_hat):
-        return jnp.einsum("zy,...yk->...zk", self.ops.d1, f_hat)
+        return jnp.einsum("zy,...yk->...zk", self.ops.d1, f_hat, precision=HIGHEST)
 
     # --- the equations ---------------------------------------------------------------------------
     def velocity_hat(self, s: RBState):
@@ -186,15 +190,15 @@ class RBModel(NamedTuple):
         adv = self.from_fine(jnp.stack([u * wx + w * wz, u * tx + w * tz]))
         n_omega = (-adv[0] - 1j * kx * s.theta_hat).at[:, 0].set(0.0)
         n_theta = -adv[1] + w_hat
-        uw_mean = self.ops.down @ jnp.mean(u * w, axis=-1)
-        n_u = -(self.ops.d1 @ uw_mean)
+        uw_mean = jnp.matmul(self.ops.down, jnp.mean(u * w, axis=-1), precision=HIGHEST)
+        n_u = -jnp.matmul(self.ops.d1, uw_mean, precision=HIGHEST)
         return n_omega, n_theta, n_u
 
     def implicit_solve(self, r_omega, r_theta, r_u):
         """Solve (I − γΔt L) X = R per mode; wall rows of R are ignored (replaced by the boundary conditions)."""
         nz = self.nz
         wp = _mm(self.solves.omega_psi, r_omega)
-        return wp[:nz], wp[nz:], _mm(self.solves.theta, r_theta), self.solves.mean_u @ r_u
+        return wp[:nz], wp[nz:], _mm(self.solves.theta, r_theta), jnp.matmul(self.solves.mean_u, r_u, precision=HIGHEST)
 
     # --- the scheme -------------------------------------------------------------------------------
     def step(self, s: RBState) -> RBState:

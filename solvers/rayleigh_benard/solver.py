@@ -146,12 +146,13 @@ def output_fields(
     if "pressure" in names:
         spectral["pressure"] = model.pressure_hat(s, pressure_solve)
     phys = model.physical(jnp.stack([spectral[n] for n in names]))
-    phys = jnp.einsum("oz,fzx->fox", to_grid, phys)
+    phys = jnp.einsum("oz,fzx->fox", to_grid, phys, precision=rb.HIGHEST)
     out = {}
     for i, n in enumerate(names):
         f = phys[i]
         if n == "buoyancy":
-            f = f + (1.0 - to_grid @ jnp.asarray(cheb.nodes(model.nz), f.dtype))[:, None]
+            z = jnp.matmul(to_grid, jnp.asarray(cheb.nodes(model.nz), f.dtype), precision=rb.HIGHEST)
+            f = f + (1.0 - z)[:, None]
         out[n] = f.astype(jnp.float32)
     return out
 
