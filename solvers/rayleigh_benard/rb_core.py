@@ -29,8 +29,8 @@ order. Both implicit stages solve (I − γΔt L) X = R with the same γ, so per
 (2nz × nz) matrix maps the ω-right-hand side to (ω, ψ) — the coupled system with the two no-slip
 conditions in place of the ω-equation at the walls (the collocation form of the influence-matrix method,
 Peyret, "Spectral Methods for Incompressible Viscous Flow", Springer 2002, §6.2) — and one (nz × nz)
-matrix per mode solves for θ. They are built and inverted once in float64 and applied as batched matmuls at full precision
-(``HIGHEST``: no TF32 on GPUs).
+matrix per mode solves for θ. They are built and inverted once in float64 and applied as batched matmuls at
+full precision (``HIGHEST``: no TF32 on GPUs).
 """
 
 from __future__ import annotations
