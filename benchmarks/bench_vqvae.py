@@ -199,6 +199,10 @@ def main(argv=None) -> int:
     bad = [c for c in cases if c not in CASES]
     if bad or not cases:
         p.error(f"--cases {args.cases!r}: unknown {bad}; allowed: {', '.join(CASES)}")
+    if args.train_seconds is not None and not args.train_seconds > 0:
+        p.error(f"--train_seconds must be > 0 (got {args.train_seconds:g})")
+    if args.py2d_trajectories < 1:
+        p.error(f"--py2d_trajectories must be >= 1 (got {args.py2d_trajectories})")
     out = Path(args.output_dir)
     progress = not args.no_progress
     device = jax.devices()[0]
