@@ -199,7 +199,7 @@ def workload_rb(args, work: Path, out: Path) -> dict:
     from solvers.rayleigh_benard import rb_core as rb
     from solvers.rayleigh_benard.solver import RBConfig, run
 
-    nx, nz = (int(s) for s in args.rb_grid.lower().split("x"))
+    nx, nz = args.rb_shape
     dt, interval = 0.002, 0.2
 
     def make_run(frames):
@@ -261,6 +261,15 @@ def main(argv=None) -> int:
     bad = [w for w in names if w not in WORKLOADS]
     if bad or not names:
         p.error(f"--workloads {args.workloads!r}: unknown {bad}; allowed: {', '.join(WORKLOADS)}")
+    try:
+        args.rb_shape = tuple(int(v) for v in args.rb_grid.lower().split("x"))
+        if len(args.rb_shape) != 2:
+            raise ValueError
+    except ValueError:
+        p.error(f"--rb_grid must look like 512x128 (got {args.rb_grid!r})")
+    for flag in ("py2d_n", "vq_size", "vq_batch", "vq_steps", "frames"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag} must be >= 1 (got {getattr(args, flag)})")
     if args.precision == "float64":
         jax.config.update("jax_enable_x64", True)
     out = Path(args.output_dir)
