@@ -1,7 +1,8 @@
 """Throughput of `dataloaders.BatchLoader`: shuffled batches vs a raw sequential read, and a model fed by it.
 
     python -m benchmarks.bench_dataloader [--file RUN.h5] [--samples 2048] [--size 64] [--fields 2] [--batch 32]
-                                          [--epochs 2] [--prefetch 2] [--steps 60] [--width 16] [--tmpdir DIR]
+                                          [--epochs 2] [--prefetch 2] [--workers 1] [--steps 60] [--width 16]
+                                          [--tmpdir DIR]
 
 Without --file, a synthetic Gust file (smooth random float32 fields, `--samples` x size x size per field) is
 written to a temporary directory and removed afterwards. Figures (all in one run, same file, warm page cache):
@@ -9,7 +10,7 @@ written to a temporary directory and removed afterwards. Figures (all in one run
     raw read          numpy.fromfile of each field's bytes at the dataset's byte offset (h5py get_offset):
                       a sequential read of the whole dataset, the ceiling for any reader of the file
     read_batch        GustDataset.read_batch of shuffled batches in the consumer thread (no prefetch, host only)
-    BatchLoader       shuffled batches from the loader (background thread, device_put), consumer only waits
+    BatchLoader       shuffled batches from the loader (--workers reader threads, device_put), consumer only waits
     model step        a small jitted conv net (2 layers, `--width` channels, MSE + SGD) fed by the loader vs the
                       same batches already on the device; the difference is the input-pipeline cost per step
 
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=32, help="batch size (32)")
     ap.add_argument("--epochs", type=int, default=4, help="epochs timed for the loader (4)")
     ap.add_argument("--prefetch", type=int, default=2, help="loader prefetch depth (2)")
+    ap.add_argument("--workers", type=int, default=1, help="loader reader threads (1)")
     ap.add_argument("--steps", type=int, default=60, help="timed model steps (60)")
     ap.add_argument("--width", type=int, default=16, help="hidden channels of the model (16)")
     ap.add_argument("--seed", type=int, default=0)
@@ -131,7 +133,9 @@ def main(argv: list[str] | None = None) -> None:
             raw = raw_read_mb_s(path, ds.fields)
             print(f"  raw read (numpy.fromfile, sequential)    {raw:9.0f} MB/s")
 
-            loader = BatchLoader(ds, args.batch, seed=args.seed, epochs=args.epochs, prefetch=args.prefetch)
+            loader = BatchLoader(
+                ds, args.batch, seed=args.seed, epochs=args.epochs, prefetch=args.prefetch, workers=args.workers
+            )
             n_batches = loader.batches_per_epoch * args.epochs
             t0 = time.perf_counter()
             for e in range(args.epochs):
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             for batch in batches:
                 batch.block_until_ready()
             mb_s = (n_batches - 1) * args.batch * item_bytes / (time.perf_counter() - t0) / 1e6
-            label = f"BatchLoader (shuffled, prefetch {args.prefetch})"
+            label = f"BatchLoader (shuffled, prefetch {args.prefetch}, {args.workers} readers)"
             print(f"  {label:<40} {mb_s:9.0f} MB/s  ({100 * mb_s / raw:.0f}% of raw)")
 
             # model fed by the loader vs from memory: same number of steps, same batch shapes
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
                 params, value = train_step(params, x)
             value.block_until_ready()
             t_mem = (time.perf_counter() - t0) / args.steps
-            with BatchLoader(ds, args.batch, seed=args.seed, prefetch=args.prefetch) as feed:
+            with BatchLoader(ds, args.batch, seed=args.seed, prefetch=args.prefetch, workers=args.workers) as feed:
                 next(feed)  # start the thread and fill the queue outside the timing
                 t0 = time.perf_counter()
                 for _ in range(args.steps):

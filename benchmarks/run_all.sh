@@ -72,6 +72,7 @@ stage tokenizer 40 bash -c "python3 -m benchmarks.bench_tokenizer --checkpoint $
     --config_path $out/vqvae/py2d/run/config.txt --data_path \$(ls $out/vqvae/data/py2d_test/*.h5 | head -1)"
 stage py2d_scan 60 python3 -m benchmarks.bench_py2d "${py2d_scan[@]}"
 stage dataloader 40 python3 -m benchmarks.bench_dataloader "${loader[@]}"
+stage dataloader_4readers 40 python3 -m benchmarks.bench_dataloader "${loader[@]}" --workers 4
 stage hdf5 30 python3 -m benchmarks.bench_hdf5 "${hdf5[@]}"
 stage vqvae_rb 100 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" --cases rb \
     --train_seconds "$vq_rb_s" "${vq[@]}"

@@ -282,6 +282,21 @@ def test_resumed_loader_yields_exactly_the_uninterrupted_batches(files):
             BatchLoader(ds, 6, seed=8, state=state)
 
 
+def test_reader_threads_deliver_the_same_batches_in_the_same_order(files):
+    # several reader threads build batches at once; the consumer must see exactly the one-reader sequence, and a
+    # loader resumed mid-epoch with readers must continue it
+    with GustDataset([files["a"], files["b"]], ["u", "v"]) as ds:
+        one = [np.asarray(b) for b in BatchLoader(ds, 3, seed=5, epochs=2, workers=1)]
+        many = BatchLoader(ds, 3, seed=5, epochs=2, workers=4, prefetch=1)
+        got = [np.asarray(next(many)) for _ in range(5)]
+        resumed = BatchLoader.from_state(ds, many.state(), epochs=2, workers=3)
+        many.close()
+        got += [np.asarray(b) for b in resumed]
+        assert len(got) == len(one) > 5
+        for a, b in zip(got, one, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_normalized_batches(files):
     with GustDataset(files["a"], ["u", "v"]) as ds:
         stats = compute_stats(ds)
@@ -327,6 +342,7 @@ def test_producer_errors_reach_the_consumer_and_close_joins_the_thread(files):
         ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
         ({"batch_size": 25}, "batch_size=25 exceeds the 24 items of the dataset"),
         ({"batch_size": 4, "prefetch": 0}, "prefetch must be an integer >= 1, got 0"),
+        ({"batch_size": 4, "workers": 0}, "workers must be an integer >= 1, got 0"),
         ({"batch_size": 4, "epochs": 0}, "epochs must be None (endless) or an integer >= 1, got 0"),
     ],
 )

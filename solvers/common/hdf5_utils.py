@@ -34,6 +34,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -840,6 +841,7 @@ class GustFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._fd: int | None = None  # raw descriptor for read_into's direct reads, opened on first use
+        self._fd_lock = threading.Lock()  # reader threads (BatchLoader workers) may open it at once
         self._f: h5py.File | None = _open_h5_for_read(self.path)
         try:
             layout = _layout_or_raise(self._f, self.path)
@@ -964,8 +966,9 @@ class GustFile:
             for a, i in zip(out, idx, strict=True):
                 ds.read_direct(a, source_sel=np.s_[int(i)])
             return
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
+        with self._fd_lock:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
         frame = self.shape[0] * self.shape[1] * 4
         for a, i in zip(out, idx, strict=True):
             got = os.preadv(self._fd, [memoryview(a).cast("B")], offset + int(i) * frame)
