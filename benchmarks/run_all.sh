@@ -50,14 +50,14 @@ else
         --repeats 5)
     py2d_scan=(--schemes ab2cn --sizes 256,512,2048 --precisions float32 --ensembles 1,16 --steps 100 --repeats 3)
     rb=(--sizes 512x128 --precisions float32,float64 --ensembles 1,16,64 --steps 100 --repeats 3 --dt 0.0025)
-    prof=(--frames 8 --vq_steps 40)
+    prof=(--frames 4 --vq_steps 30)
     # 128² ω at 48.0× compression (32×32 latent, scales 1, 2, 4, ..., 32, V = 256: 1365 tokens of 8 bits); the
     # quality goal of issue 5 is ≤ 0.10 held-out rel L2 at ≥ 48×
     vq=(--batch_size 32 --ch 32 --ch_mult 1,2,2 --embed_dim 32 --codebook_size 256 --steps 100000 --no_progress)
     vq_py2d=(--py2d_trajectories 32)
     vq_py2d_s=130 vq_rb_s=20
     loader=(--samples 1024 --size 256 --fields 1 --batch 64 --steps 20 --width 16)
-    hdf5=(--samples 1000 --size 128 --batches 100)
+    hdf5=(--samples 1000 --size 128 --batches 30 --repeats 2)
 fi
 
 stage env 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null;
@@ -65,7 +65,7 @@ stage env 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --
     optax.__version__, h5py.__version__, numpy.__version__)"'
 stage py2d_goal 90 python3 -m benchmarks.bench_py2d "${py2d_goal[@]}"
 stage rb 100 python3 -m benchmarks.bench_rayleigh_benard "${rb[@]}"
-stage profile 120 python3 -m benchmarks.profile_step --output_dir "$out/profile" "${prof[@]}"
+stage profile 150 python3 -m benchmarks.profile_step --output_dir "$out/profile" "${prof[@]}"
 stage vqvae_py2d 300 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" --cases py2d \
     --train_seconds "$vq_py2d_s" "${vq[@]}" "${vq_py2d[@]}"
 stage tokenizer 40 bash -c "python3 -m benchmarks.bench_tokenizer --checkpoint $out/vqvae/py2d/run/model.eqx \
