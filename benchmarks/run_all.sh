@@ -43,6 +43,7 @@ if [[ ${QUICK:-0} == 1 ]]; then
     vq=(--steps 2 --batch_size 2 --ch 8 --ch_mult 1,2 --embed_dim 8 --codebook_size 16 --throughput_steps 1)
     vq_py2d=(--scales 1x1,2x2,4x4,8x8,64x64)
     vq_py2d_s=2 vq_rb_s=2
+    tok=(--batch_size 4 --sample_stop 8 --repeats 1)
     loader=(--samples 64 --size 32 --batch 8 --epochs 1 --steps 2 --width 4)
     hdf5=(--samples 64 --size 32 --batch 8 --batches 4 --repeats 1)
 else
@@ -56,6 +57,7 @@ else
     vq=(--batch_size 32 --ch 32 --ch_mult 1,2,2 --embed_dim 32 --codebook_size 256 --steps 100000 --no_progress)
     vq_py2d=(--py2d_trajectories 32)
     vq_py2d_s=130 vq_rb_s=20
+    tok=(--repeats 3)
     loader=(--samples 1024 --size 256 --fields 1 --batch 64 --steps 20 --width 16)
     hdf5=(--samples 1000 --size 128 --batches 30 --repeats 2)
 fi
@@ -68,8 +70,9 @@ stage rb 100 python3 -m benchmarks.bench_rayleigh_benard "${rb[@]}"
 stage profile 150 python3 -m benchmarks.profile_step --output_dir "$out/profile" "${prof[@]}"
 stage vqvae_py2d 300 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" --cases py2d \
     --train_seconds "$vq_py2d_s" "${vq[@]}" "${vq_py2d[@]}"
-stage tokenizer 40 bash -c "python3 -m benchmarks.bench_tokenizer --checkpoint $out/vqvae/py2d/run/model.eqx \
-    --config_path $out/vqvae/py2d/run/config.txt --data_path \$(ls $out/vqvae/data/py2d_test/*.h5 | head -1)"
+stage tokenizer 60 bash -c "python3 -m benchmarks.bench_tokenizer --checkpoint $out/vqvae/py2d/run/model.eqx \
+    --config_path $out/vqvae/py2d/run/config.txt --data_path \$(ls $out/vqvae/data/py2d_test/*.h5 | head -1) \
+    ${tok[*]}"
 stage py2d_scan 60 python3 -m benchmarks.bench_py2d "${py2d_scan[@]}"
 stage dataloader 40 python3 -m benchmarks.bench_dataloader "${loader[@]}"
 stage dataloader_4readers 40 python3 -m benchmarks.bench_dataloader "${loader[@]}" --workers 4
