@@ -83,6 +83,11 @@ class _Plan:
         n = len(self.dataset)
         return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
 
+    def after(self, epoch: int, position: int) -> tuple[int, int]:
+        """(epoch, position) of the batch that follows batch ``position`` of ``epoch``."""
+        position += 1
+        return (epoch + 1, 0) if position == self.batches_per_epoch else (epoch, position)
+
     def order(self, epoch: int) -> np.ndarray:
         n = len(self.dataset)
         if not self.shuffle:
@@ -120,9 +125,7 @@ def _positions(plan: _Plan, epoch: int, position: int) -> Iterator[tuple[int, in
     """(epoch, position) of every batch from the given one to the end (endless when ``plan.epochs`` is None)."""
     while plan.epochs is None or epoch < plan.epochs:
         yield epoch, position
-        position += 1
-        if position == plan.batches_per_epoch:
-            epoch, position = epoch + 1, 0
+        epoch, position = plan.after(epoch, position)
 
 
 def _produce(plan: _Plan, epoch: int, position: int, q: queue.Queue, stop: threading.Event, workers: int) -> None:
@@ -340,10 +343,7 @@ class BatchLoader:
             self.close()
             raise item[1]
         _, batch, epoch, position = item
-        position += 1
-        if position == self.batches_per_epoch:
-            epoch, position = epoch + 1, 0
-        self._epoch, self._position = epoch, position
+        self._epoch, self._position = self._plan.after(epoch, position)
         return batch
 
     def close(self) -> None:
