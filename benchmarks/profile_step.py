@@ -13,13 +13,13 @@ compilation):
 
 The second call is traced with ``jax.profiler.trace`` (Perfetto JSON). The step program is the XLA module with the
 most device events (the solver's chunk, the training step); its span in the trace is the production loop, whose
-time per step is set next to the bare step loop (a jitted ``fori_loop`` of the same step, no output), so the table
-shows what the production path adds (HDF5 writes, device→host copies of the frames, diagnostics, Python between
-calls). The step program's device events (kernels and copies on the accelerator; on a CPU the XLA thunks) are summed
-into kinds by name: FFT, matmul/conv (cuBLAS/cuDNN/CUTLASS/Triton GEMMs, ``dot``/``convolution``), copy/transpose,
-memcpy (host↔device and device↔device), fused elementwise/reduction, other. The union of all device events inside
-the loop over its length is the busy fraction; the rest is time the device waited for the host (launch gaps,
-Python, I/O). Figures go to stdout and
+time per step is set next to the bare step loop (as ``bench_py2d`` / ``bench_rayleigh_benard`` time it: a jitted
+``fori_loop`` of the step, no output), so the table shows what the production path adds (HDF5 writes, device→host
+copies of the frames, diagnostics, Python between calls). The step program's device events (kernels and copies on
+the accelerator; on a CPU the XLA thunks) are summed into kinds by name: FFT, matmul/conv (cuBLAS/cuDNN/CUTLASS/
+Triton GEMMs, ``dot``/``convolution``), copy/transpose, memcpy (host↔device and device↔device), fused
+elementwise/reduction, other. The union of all device events inside the loop over its length is the busy fraction;
+the rest is time the device waited for the host (launch gaps, Python, I/O). Figures go to stdout and
 ``--output_dir/profile.json`` with the 15 costliest kernels of each workload; the traces stay in
 ``--output_dir/<workload>/``.
 """
@@ -158,23 +158,10 @@ def profile(make_run, units: int, steps_per_unit: int, trace_dir: Path) -> dict:
     return summarize(trace_dir, wall, units * steps_per_unit)
 
 
-def bare_loop_ms(step, state, n: int) -> float:
-    """ms per step of a jitted fori_loop of ``step`` (best of 3 after compiling)."""
-    run = jax.jit(lambda s: jax.lax.fori_loop(0, n, lambda _, x: step(x), s))
-    state = jax.block_until_ready(run(state))
-    best = np.inf
-    for _ in range(3):
-        t0 = time.perf_counter()
-        state = jax.block_until_ready(run(state))
-        best = min(best, time.perf_counter() - t0)
-    return 1e3 * best / n
-
-
 def workload_py2d(args, work: Path, out: Path) -> dict:
-    from solvers.py2d_turbulence import initial_conditions as ic
-    from solvers.py2d_turbulence import py2d_core as core
-    from solvers.py2d_turbulence.schemes import SCHEMES
-    from solvers.py2d_turbulence.solver import Py2DConfig, make_equation, run
+    from solvers.py2d_turbulence.solver import Py2DConfig, run
+
+    from .bench_py2d import bench_one
 
     n, per_frame, dt = args.py2d_n, 100, 5e-5
 
@@ -185,19 +172,14 @@ def workload_py2d(args, work: Path, out: Path) -> dict:
         return lambda: run(cfg, work / "py2d", overwrite=True, progress=False, log=lambda s: None)
 
     res = profile(make_run, args.frames, per_frame, out / "py2d")
-    cfg = Py2DConfig(NX=n, dt=dt, precision=args.precision)
-    eq = make_equation(cfg)
-    scheme = SCHEMES[cfg.scheme]
-    dtype = np.float64 if args.precision == "float64" else np.float32
-    w0 = ic.random_field(n, 0, 0, 10.0).astype(dtype)
-    state = scheme.init_state(eq, core.to_spectral(jax.numpy.asarray(w0)))
-    bare = bare_loop_ms(scheme.make_step(eq, dt), state, per_frame)
+    bare = 1e3 * bench_one("ab2cn", n, args.precision, 1, per_frame, 3)[0]  # the benchmark's bare step loop
     return {"label": f"py2d {n}² ab2cn {args.precision}, frames of {per_frame} steps", "bare_ms": bare} | res
 
 
 def workload_rb(args, work: Path, out: Path) -> dict:
-    from solvers.rayleigh_benard import rb_core as rb
     from solvers.rayleigh_benard.solver import RBConfig, run
+
+    from .bench_rayleigh_benard import bench_one
 
     nx, nz = args.rb_shape
     dt, interval = 0.002, 0.2
@@ -210,10 +192,7 @@ def workload_rb(args, work: Path, out: Path) -> dict:
         return lambda: run(cfg, work / "rb", overwrite=True, progress=False, log=lambda s: None)
 
     res = profile(make_run, args.frames, round(interval / dt), out / "rb")
-    dtype = np.float64 if args.precision == "float64" else np.float32
-    model = rb.make_model(nx=nx, nz=nz, lx=4.0, rayleigh=1e8, prandtl=1.0, dt=dt, dtype=dtype)
-    state = rb.perturbed_state(model, jax.random.PRNGKey(0), 0.1)
-    bare = bare_loop_ms(model.step, state, 100)
+    bare = 1e3 * bench_one(nx, nz, args.precision, 1, 100, 3, 1e8, dt)[0]  # the benchmark's bare step loop
     label = f"RB {nx}×{nz} {args.precision} Ra 1e8, fixed dt, frames of {round(interval / dt)} steps, 4 fields saved"
     return {"label": label, "bare_ms": bare} | res
 
