@@ -175,6 +175,71 @@ def test_adaptive_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch,
     np.testing.assert_array_equal(resumed, straight)
 
 
+# convection sets in within the second frame and outgrows the dt = 0.25 chosen from the quiet first one
+BURST_SETUP = ["--rayleigh", "1e5", "--nx", "32", "--nz", "13", "--dt", "0.25", "--save_interval", "2",
+               "--ic_amplitude", "0.3"]  # fmt: skip
+BURST = [*BURST_SETUP, "--t_total", "8"]
+
+
+def test_adaptive_dt_redoes_a_frame_that_outgrew_its_step(tmp_path, capsys):
+    """Step rejection: the frame over t ∈ [2, 4] reaches CFL > 1 at the dt chosen from the quiet first frame. With
+    fixed dt that stops the run; with adaptive dt the frame is redone from t = 2 at a smaller dt and the run ends."""
+    code, _ = cli(tmp_path, *BURST, out="fixed")
+    assert code == 3 and "CFL" in capsys.readouterr().err
+    code, path = cli(tmp_path, *BURST, "--max_dt", "0.25", out="adaptive")
+    err = capsys.readouterr().err
+    assert code == 0 and "t = 2: CFL" in err and "redoing the frame at dt = " in err, err
+    _, samples, d, complete = read_all(path)
+    assert complete and hdf5_utils.validate(path) == []
+    np.testing.assert_allclose(samples["time"], np.arange(0.0, 8.1, 2.0), atol=1e-12)
+    dt, cfl = d["dt"][:, 0], d["cfl"][:, 0]
+    assert dt[0] == 0.25 and dt[10:20].max() < 0.25 and cfl.max() <= rb.CFL_LIMIT  # rows 10-19: t in (2, 4]
+
+
+@pytest.mark.parametrize("kill_at,frames_kept", [(5, 2), (6, 3)])
+def test_a_run_with_a_redone_frame_resumes_to_the_uninterrupted_result(
+    tmp_path, monkeypatch, interrupted_at_chunk, kill_at, frames_kept
+):
+    args = [*BURST, "--max_dt", "0.25"]
+    real = solver.make_simulation
+    # chunk calls: 1 frame 1, 2 frame 2 (fails), 3 frame 3 (dropped), 4 frame 2 redone, 5 frame 3, 6 frame 4: killed
+    # at call 5 the run must replay the redo on resume; at call 6 it resumes after the redone frame
+    monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(kill_at, real))
+    with pytest.raises(KeyboardInterrupt):
+        cli(tmp_path, *args)
+    assert len(read_all(next((tmp_path / "out").glob("*.h5")))[0]) == frames_kept
+    monkeypatch.setattr(solver, "make_simulation", real)
+    assert cli(tmp_path, *args, "--resume")[0] == 0
+    assert cli(tmp_path, *args, out="straight")[0] == 0
+    resumed, r_samples, r_diag, complete = read_all(next((tmp_path / "out").glob("*.h5")))
+    straight, s_samples, s_diag, _ = read_all(next((tmp_path / "straight").glob("*.h5")))
+    assert complete
+    np.testing.assert_array_equal(r_samples["step"], s_samples["step"])
+    np.testing.assert_array_equal(r_diag["dt"], s_diag["dt"])
+    np.testing.assert_array_equal(resumed, straight)
+
+
+def test_the_spin_up_redoes_a_failed_interval_as_the_saved_run_does(tmp_path, capsys):
+    # at dt = 1 the very first interval [0, 2] reaches CFL > 1 and is redone, in the saved frames and in a spin-up
+    args = [*BURST_SETUP, "--dt", "1", "--max_dt", "1", "--t_total", "2"]
+    assert cli(tmp_path, *args, out="saved")[0] == 0
+    assert "t = 0: CFL" in capsys.readouterr().err
+    code, path = cli(tmp_path, *args, "--spinup_time", "2", out="spun")
+    assert code == 0
+    saved, _, _, _ = read_all(next((tmp_path / "saved").glob("*.h5")))
+    spun, samples, _, complete = read_all(path)
+    assert complete and samples["time"][0] == 2.0 and np.all(np.isfinite(spun))
+    np.testing.assert_array_equal(spun[0], saved[1])  # t = 2 reached through the same redone interval
+
+
+def test_adaptive_dt_gives_up_after_the_retries_and_keeps_the_good_frames(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(solver.StepControl, "MAX_RETRIES", 0)
+    code, path = cli(tmp_path, *BURST, "--max_dt", "0.25")
+    assert code == 3 and "CFL" in capsys.readouterr().err
+    with hdf5_utils.open_dataset(path) as f:
+        assert not f.complete and f.n_samples == 2 and "CFL" in f.stop_reason
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [

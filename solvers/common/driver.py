@@ -11,7 +11,9 @@ A solver supplies a :class:`Simulation` (its configuration and jitted functions)
    dispatching the next chunk before writing the current one so that I/O overlaps computation;
 4. after each frame writes samples, diagnostics and the state, then commits (``hdf5_utils``), so a killed
    run keeps every committed frame and resumes bit-for-bit;
-5. stops on a non-finite value, keeping every good frame, with the reason in the file.
+5. on a chunk that fails the solver's check (non-finite, CFL) lets the solver redo it from its start state
+   at a smaller dt (adaptive stepping: ``Simulation.retry``) or stops, keeping every good frame, with the
+   reason in the file.
 
 Only process 0 writes; the others compute their shards and take part in the gathers.
 """
@@ -132,6 +134,8 @@ class Simulation(Protocol):
     def state_arrays(self, host_state) -> dict[str, np.ndarray]: ...  # what write_state stores
     def state_from_arrays(self, arrays: dict[str, np.ndarray]) -> Any: ...  # host pytree, inverse of the above
     def check_chunk(self, diags: np.ndarray, finite: np.ndarray) -> str | None: ...  # why to stop, or None
+    def retry(self, diags: np.ndarray, finite: np.ndarray) -> str | None: ...  # after a failed check: redo the
+    # chunk from its start state (the solver has chosen a smaller dt; returns a note saying so) or None: stop
     def new_writer(self, path: Path, overwrite: bool, argv) -> hdf5_utils.GustWriter: ...
 
 
@@ -233,9 +237,10 @@ def _spin_up(sim: Simulation, state, progress: bool):
     return state
 
 
-def _run_frames(sim: Simulation, writer, state, start: int, progress: bool) -> None:
+def _run_frames(sim: Simulation, writer, state, start: int, progress: bool, log: Callable[[str], None]) -> None:
     """Advance and write frames ``start … n_frames−1``, committing each one. The next chunk is dispatched
-    before the current one is checked and written; a non-finite chunk stops the run before it is written."""
+    before the current one is checked and written; a chunk that fails the check is redone from its start
+    state if the solver chooses a smaller dt (``sim.retry``), else stops the run before it is written."""
     from tqdm import tqdm
 
     cfg = sim.cfg
@@ -254,15 +259,21 @@ def _run_frames(sim: Simulation, writer, state, start: int, progress: bool) -> N
     with bar:
         for frame in range(start, cfg.n_frames):
             t0 = walltime.perf_counter()
-            new_state, fields, diags, finite = pending
-            # dispatch the next chunk before waiting for this one's outputs, so the device also computes while the
-            # host copies this frame back (no gain measured on an H200 where the host's writes are the bottleneck)
-            pending = sim.chunk(new_state) if frame + 1 < cfg.n_frames else None
-            fields, diags, finite = gather((fields, diags, finite))
-            diags = np.asarray(diags, dtype=np.float64)
-            problem = sim.check_chunk(diags, finite)
-            if problem:
-                _stop(writer, f"{problem} by t = {frame_time(cfg, frame):g}; kept {frame} good frames")
+            while True:
+                new_state, fields, diags, finite = pending
+                # dispatch the next chunk before waiting for this one's outputs, so the device also computes while
+                # the host copies this frame back (no gain measured on an H200 where the host's writes dominate)
+                pending = sim.chunk(new_state) if frame + 1 < cfg.n_frames else None
+                fields, diags, finite = gather((fields, diags, finite))
+                diags = np.asarray(diags, dtype=np.float64)
+                problem = sim.check_chunk(diags, finite)
+                if not problem:
+                    break
+                note = sim.retry(diags, finite)
+                if note is None:
+                    _stop(writer, f"{problem} by t = {frame_time(cfg, frame):g}; kept {frame} good frames")
+                (bar.write if progress else log)(f"t = {frame_time(cfg, frame - 1):g}: {note}")
+                pending = sim.chunk(state)  # the speculative next chunk is dropped; redo this one from its start
             rows = diags.shape[0]
             t_diag = frame_time(cfg, frame - 1) + cfg.save_interval * np.arange(1, rows + 1) / rows
             writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(names)})
@@ -272,6 +283,7 @@ def _run_frames(sim: Simulation, writer, state, start: int, progress: bool) -> N
             post = {label: f"{diags[:, :, i].max():.3f}" for label, i in shown.items()}
             bar.set_postfix(t=f"{t_diag[-1]:.4g}", steps_s=f"{rate:.0f}", **post, refresh=False)
             bar.update(1)
+            state = new_state
 
 
 def run(
@@ -337,7 +349,7 @@ def run(
                 _write_frame(sim, writer, 0, gather(sim.frame(state)), state)
                 writer.commit()
                 start = 1
-            _run_frames(sim, writer, state, start, progress)
+            _run_frames(sim, writer, state, start, progress, log)
             writer.finalize(complete=True, stop_reason="completed")
         except BaseException:
             writer.close()

@@ -298,6 +298,9 @@ class Simulation:
     def check_chunk(self, diags: np.ndarray, finite: np.ndarray) -> str | None:
         return driver.non_finite(finite)
 
+    def retry(self, diags: np.ndarray, finite: np.ndarray) -> str | None:
+        return None  # fixed dt: a failed chunk stops the run
+
     def new_writer(self, path: Path, overwrite: bool, argv) -> hdf5_utils.GustWriter:
         cfg = self.cfg
         m, n = cfg.n_trajectories, cfg.NX

@@ -6,8 +6,9 @@ through the shared driver (crash-safe HDF5 output, resume, progress bar). Trajec
 conductive state plus noise drawn with ``fold_in(PRNGKey(seed), m)``.
 
 Time step: fixed ``--dt`` or adaptive (``--max_dt``, see :class:`StepControl`), with a CFL guard: a frame
-whose CFL number dt·max(|u|/Δx + |w|/Δz) (local Chebyshev spacing Δz) exceeds ``rb_core.CFL_LIMIT`` stops
-the run, keeping every frame already written.
+whose CFL number dt·max(|u|/Δx + |w|/Δz) (local Chebyshev spacing Δz) exceeds ``rb_core.CFL_LIMIT`` or that
+turns non-finite stops the run, keeping every frame already written; with adaptive dt such a frame is first
+redone from its start at a smaller dt, up to ``MAX_RETRIES`` times (step rejection).
 """
 
 from __future__ import annotations
@@ -190,6 +191,17 @@ class Simulation:
             )
         return f"Ra={cfg.rayleigh:g}, Pr={cfg.prandtl:g}, {cfg.nx}x{cfg.nz}, initial CFL {cfl:.3f}"
 
+    def retry(self, diags: np.ndarray, finite: np.ndarray) -> str | None:
+        """After a chunk that failed ``check_chunk``: with adaptive dt, choose a smaller dt to redo it with (the
+        driver reruns the frame from its start) and say so; None with fixed dt or when the retries are spent."""
+        cfl = diags[:, :, DIAGNOSTICS.index("cfl")].max() if finite.all() else math.inf
+        redo = self.control.retry(float(cfl))
+        if redo is None:
+            return None
+        old, new = (self.cfg.save_interval / n for n in redo)
+        why = f"CFL {cfl:.3g}" if math.isfinite(cfl) else "non-finite values"
+        return f"{why} at dt = {old:.3g}; redoing the frame at dt = {new:.3g}"
+
     def check_chunk(self, diags: np.ndarray, finite: np.ndarray) -> str | None:
         problem = driver.non_finite(finite)
         if problem:
@@ -281,8 +293,12 @@ class StepControl:
     number it reached sets the next dt to ``cfl_safety`` times the CFL-limited step, capped at ``max_dt``: it
     shrinks at once but grows by one notch of n per frame (the next frame is already dispatched when a frame's
     CFL is known); n is a multiple of the diagnostics rows, so frames and diagnostics fall on exact times.
-    The per-mode implicit inverses of each n are built once and cached.
+    A frame that fails (CFL above the limit or non-finite, e.g. in a plume burst that outgrows the previous
+    frame's CFL) is rejected and redone at least twice as finely (:meth:`retry`), at most ``MAX_RETRIES``
+    times in a row. The per-mode implicit inverses of each n are built once and cached.
     """
+
+    MAX_RETRIES = 5  # dt / 32 at the least
 
     def __init__(self, cfg: RBConfig, rows: int):
         self.cfg, self.rows = cfg, rows
@@ -290,6 +306,7 @@ class StepControl:
         self.in_flight: list[int] = []  # n of dispatched chunks whose CFL is not known yet
         self.queued: list[int] = []  # n already decided for the next dispatches (restored on resume)
         self._solves: dict[int, rb.RBSolves] = {}
+        self.retries = 0  # rejected attempts at the current frame
 
     def next_n(self) -> int:
         n = self.queued.pop(0) if self.queued else self.n
@@ -318,7 +335,24 @@ class StepControl:
             self._solves[n] = rb.RBSolves(*(jnp.asarray(x, dtype=cfg.dtype) for x in host))
         return self._solves[n]
 
+    def retry(self, cfl: float) -> tuple[int, int] | None:
+        """A chunk failed: (its n, the larger n to redo it with), forgetting every dispatched chunk; None with fixed
+        dt or after ``MAX_RETRIES`` rejections of the same frame. The new dt is at most half the failed one and,
+        when the failed chunk's CFL number is known, at most ``cfl_safety`` times its CFL-limited step."""
+        if not self.cfg.max_dt or self.retries >= self.MAX_RETRIES:
+            return None
+        failed = self.in_flight[0] if self.in_flight else self.n
+        n = 2 * failed
+        if math.isfinite(cfl) and cfl > 0:
+            n = max(n, self.steps_for(self.cfg.save_interval / failed * self.cfg.cfl_safety / cfl))
+        self.retries += 1
+        self.in_flight.clear()
+        self.queued.clear()
+        self.n = n
+        return failed, n
+
     def update(self, dt_used: float, cfl: float) -> None:
+        self.retries = 0
         if self.in_flight:
             self.in_flight.pop(0)
         if not self.cfg.max_dt:
@@ -370,13 +404,18 @@ def make_simulation(cfg: RBConfig) -> Simulation:
             return fixed_advance(state, n_steps)
         done = 0
         while done < n_steps:
-            state, _, diags, _ = chunk(state)
-            d = np.asarray(driver.gather(diags), dtype=np.float64)
-            control.update(float(d[-1, 0, DIAGNOSTICS.index("dt")]), float(d[:, :, DIAGNOSTICS.index("cfl")].max()))
-            done += cfg.save_every
+            new_state, _, diags, finite = chunk(state)
+            d, finite = np.asarray(driver.gather(diags), dtype=np.float64), driver.gather(finite)
+            if sim.check_chunk(d, finite):  # (which on success sets the next dt)
+                if sim.retry(d, finite):
+                    continue  # redo this save interval from ``state`` at a smaller dt
+                if not finite.all():
+                    return new_state  # retries spent: the driver reports the blow-up
+                control.update(float(d[-1, 0, DIAGNOSTICS.index("dt")]), float(d[:, :, DIAGNOSTICS.index("cfl")].max()))
+            state, done = new_state, done + cfg.save_every
         return state
 
-    return Simulation(
+    sim = Simulation(
         cfg=cfg,
         model=model,
         chunk=chunk,
@@ -385,6 +424,7 @@ def make_simulation(cfg: RBConfig) -> Simulation:
         sharding=driver.trajectory_sharding(cfg.n_trajectories),
         control=control,
     )
+    return sim
 
 
 def file_attrs(cfg: RBConfig, argv) -> dict:
