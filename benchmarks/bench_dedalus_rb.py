@@ -14,10 +14,11 @@ state: Dedalus (best of --repeats blocks of --steps iterations), then Gust float
 as ``benchmarks.bench_rayleigh_benard``), and the ratio Dedalus / Gust per step. The same dt in both, so the ratio
 per step is also the ratio per simulated time unit.
 
-``--mode run``: one full Dedalus run from the conductive state plus seeded noise to --t_end with its CFL-adaptive
-dt (safety --cfl_safety, at most --max_dt), Nusselt numbers (bottom and top wall flux, 1 + ⟨wb⟩/κ, thermal and
-kinetic dissipation) averaged over t ≥ --t_avg_from, and the CPU seconds per simulated time unit; compare with
-``benchmarks.validate_rayleigh_benard`` and a Gust run with ``--max_dt``.
+``--mode run``: one full Dedalus run from the conductive state plus seeded noise (plus, with --roll, one roll
+pair per box) to --t_end with its CFL-adaptive dt (safety --cfl_safety, at most --max_dt), the Nusselt numbers
+(bottom and top wall flux, 1 + ⟨wb⟩/κ, thermal and kinetic dissipation) averaged over t ≥ --t_avg_from, and
+the CPU seconds per simulated time unit; compare with ``benchmarks.validate_rayleigh_benard`` and a Gust run
+with ``--max_dt``.
 
 The Dedalus problem below is written here from the equations, in Dedalus 3's documented first-order tau form
 (one tau term per wall condition, lifted onto the first derivative basis); it is not Dedalus' example script.
@@ -42,8 +43,9 @@ def _dedalus():
     return d3
 
 
-def dedalus_solver(nx, nz, rayleigh, prandtl, aspect, seed, amplitude):
-    """Dedalus 3 initial-value problem for the same convection set-up as Gust, and its RK222 solver."""
+def dedalus_solver(nx, nz, rayleigh, prandtl, aspect, seed, amplitude, roll=0.0):
+    """Dedalus 3 initial-value problem for the same convection set-up as Gust, and its RK222 solver; the initial
+    buoyancy is conductive plus seeded noise, plus ``roll`` × sin(πz) cos(2πx/Lx) (one roll pair per box)."""
     d3 = _dedalus()
     coords = d3.CartesianCoordinates("x", "z")
     dist = d3.Distributor(coords, dtype=np.float64)
@@ -94,10 +96,10 @@ def dedalus_solver(nx, nz, rayleigh, prandtl, aspect, seed, amplitude):
     problem.add_equation("integ(p) = 0")
     solver = problem.build_solver(d3.RK222)
 
-    _, z = dist.local_grids(xbasis, zbasis)
+    x, z = dist.local_grids(xbasis, zbasis)
     b.fill_random("g", seed=seed, distribution="normal", scale=amplitude)
     b["g"] *= 4.0 * z * (1.0 - z)  # noise damped at the walls, as Gust's --ic_amplitude
-    b["g"] += 1.0 - z
+    b["g"] += 1.0 - z + roll * np.sin(np.pi * z) * np.cos(2 * np.pi * x / aspect)
     diag = {"u": u, "b": b, "nu": nu, "kappa": kappa, "d3": d3, "aspect": aspect}
     return solver, diag
 
@@ -147,10 +149,10 @@ def time_dedalus(nx, nz, rayleigh, dt, steps, repeats, aspect=4.0):
     return best / steps
 
 
-def run_dedalus(nx, nz, rayleigh, prandtl, aspect, t_end, t_avg_from, max_dt, cfl_safety, sample_every, seed):
+def run_dedalus(nx, nz, rayleigh, prandtl, aspect, t_end, t_avg_from, max_dt, cfl_safety, sample_every, seed, roll):
     """One Dedalus run with its CFL-adaptive dt: time-averaged Nusselt numbers and CPU-s per time unit."""
     d3 = _dedalus()
-    solver, diag = dedalus_solver(nx, nz, rayleigh, prandtl, aspect, seed=seed, amplitude=1e-3)
+    solver, diag = dedalus_solver(nx, nz, rayleigh, prandtl, aspect, seed=seed, amplitude=1e-3, roll=roll)
     cfl = d3.CFL(
         solver, initial_dt=max_dt, cadence=10, safety=cfl_safety, threshold=0.05, max_change=1.5, min_change=0.5
     )
@@ -186,6 +188,7 @@ def main(argv=None):
     p.add_argument("--max_dt", type=float, default=0.125, help="run mode: largest time step (0.125)")
     p.add_argument("--cfl_safety", type=float, default=0.5, help="run mode: Dedalus CFL safety factor (0.5)")
     p.add_argument("--sample_every", type=float, default=0.25, help="run mode: time between Nu samples (0.25)")
+    p.add_argument("--roll", type=float, default=0.0, help="run mode: amplitude of a one-roll-pair seed (0)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     sizes = []
@@ -213,7 +216,7 @@ def main(argv=None):
         for nx, nz in sizes:
             means, cpu_per_unit, iterations = run_dedalus(
                 nx, nz, args.rayleigh, args.prandtl, args.aspect, args.t_end, args.t_avg_from,
-                args.max_dt, args.cfl_safety, args.sample_every, args.seed,
+                args.max_dt, args.cfl_safety, args.sample_every, args.seed, args.roll,
             )  # fmt: skip
             spread = (max(means.values()) - min(means.values())) / np.mean(list(means.values()))
             nus = " ".join(f"{k} {v:.4f}" for k, v in means.items())

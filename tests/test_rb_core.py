@@ -106,9 +106,9 @@ def test_linear_stability_threshold_is_the_no_slip_critical_rayleigh_number(x64)
     assert abs(ra_zero / 1707.76 - 1) < 0.01, f"growth-rate zero crossing at Ra = {ra_zero:.2f}"
 
 
-def steady_nusselt(ra):
+def steady_nusselt(ra, prandtl=1.0, nx=8):
     """Nusselt numbers of the steady roll pair in a box of width 2π/k_c, run until Nu stops changing."""
-    m = rb.make_model(nx=8, nz=16, lx=2 * math.pi / 3.117, rayleigh=ra, prandtl=1.0, dt=0.1)
+    m = rb.make_model(nx=nx, nz=16, lx=2 * math.pi / 3.117, rayleigh=ra, prandtl=prandtl, dt=0.1)
     s = rb.perturbed_state(m, jax.random.PRNGKey(0), amplitude=0.05)
     chunk = jax.jit(lambda s: jax.lax.fori_loop(0, 500, lambda _, x: m.step(x), s))
     previous = math.inf
@@ -137,6 +137,18 @@ def test_weakly_nonlinear_nusselt_slope_matches_the_amplitude_equation(x64):
     assert slopes[0] > slopes[1] > slopes[2] > 1.3  # it convects, and the slope bends down with ε
     # 0.2% separates Pr = 1 from the Pr → ∞ value 1/0.6995 (0.5% apart)
     assert abs(slope0 / expected - 1) < 0.002, f"d Nu/dε at onset {slope0:.4f}, amplitude equation {expected:.4f}"
+
+
+def test_steady_rolls_match_clever_and_busse(x64):
+    # Finite-amplitude steady rolls of wavenumber 3.117 between rigid walls at Pr = 0.71: Clever & Busse (1974,
+    # J. Fluid Mech. 65, 625) give Nu = 1.212 / 1.663 at Ra = 2000 / 3000 (their table as transcribed in two
+    # independent public codes; the paper itself could not be opened here). Their truncated Galerkin expansion
+    # overestimates Nu increasingly with Ra (0.3% at 1e4, 2% at 5e4 against both Gust and Dedalus 3, which agree
+    # to 1e-4: README), so the comparison stays at Ra <= 3000, where 0.3% covers their 4-digit, 1974 accuracy.
+    for ra, published in ((2000.0, 1.212), (3000.0, 1.663)):
+        d = steady_nusselt(ra, prandtl=0.71, nx=16)
+        assert max(d.values()) - min(d.values()) < 1e-4, d
+        assert abs(d["nusselt_volume"] / published - 1) < 0.003, f"Ra = {ra:g}: Nu {d['nusselt_volume']:.5f}"
 
 
 def test_rk222_is_second_order(x64):
