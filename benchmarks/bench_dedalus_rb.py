@@ -201,9 +201,12 @@ def main(argv=None):
     for name in ("rayleigh", "prandtl", "aspect", "dt", "t_end", "max_dt", "sample_every"):
         if not getattr(args, name) > 0:
             p.error(f"--{name} must be > 0, got {getattr(args, name)}")
+    for name in ("steps", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.t_avg_from < args.t_end:
         p.error(f"--t_avg_from must lie in [0, --t_end), got {args.t_avg_from}")
-    d3 = _dedalus()
+    _dedalus()  # a clear error if Dedalus is missing
     import dedalus
     import jax
 
@@ -211,7 +214,6 @@ def main(argv=None):
         f"Dedalus {dedalus.__version__} (float64) vs Gust on jax {jax.__version__} ({jax.default_backend()}); "
         f"Ra={args.rayleigh:g}, Pr={args.prandtl:g}, aspect {args.aspect:g}"
     )
-    del d3
     if args.mode == "run":
         for nx, nz in sizes:
             means, cpu_per_unit, iterations = run_dedalus(
