@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from solvers.common.cli import scale_list
+
 
 def _dedalus():
     try:
@@ -176,7 +178,7 @@ def run_dedalus(nx, nz, rayleigh, prandtl, aspect, t_end, t_avg_from, max_dt, cf
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_dedalus_rb", description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=("speed", "run"), default="speed")
-    p.add_argument("--sizes", default="256x64", help="comma list of nx x nz (256x64)")
+    p.add_argument("--sizes", type=scale_list, default="256x64", help="comma list of nx x nz (256x64)")
     p.add_argument("--rayleigh", type=float, default=1e6)
     p.add_argument("--prandtl", type=float, default=1.0)
     p.add_argument("--aspect", type=float, default=4.0)
@@ -191,13 +193,6 @@ def main(argv=None):
     p.add_argument("--roll", type=float, default=0.0, help="run mode: amplitude of a one-roll-pair seed (0)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    sizes = []
-    for size in args.sizes.split(","):
-        try:
-            nx, nz = map(int, size.lower().split("x"))
-        except ValueError:
-            p.error(f"--sizes: {size!r} is not NXxNZ (e.g. 256x64)")
-        sizes.append((nx, nz))
     for name in ("rayleigh", "prandtl", "aspect", "dt", "t_end", "max_dt", "sample_every"):
         if not getattr(args, name) > 0:
             p.error(f"--{name} must be > 0, got {getattr(args, name)}")
@@ -215,7 +210,7 @@ def main(argv=None):
         f"Ra={args.rayleigh:g}, Pr={args.prandtl:g}, aspect {args.aspect:g}"
     )
     if args.mode == "run":
-        for nx, nz in sizes:
+        for nx, nz in args.sizes:
             means, cpu_per_unit, iterations = run_dedalus(
                 nx, nz, args.rayleigh, args.prandtl, args.aspect, args.t_end, args.t_avg_from,
                 args.max_dt, args.cfl_safety, args.sample_every, args.seed, args.roll,
@@ -235,7 +230,7 @@ def main(argv=None):
     print(f"fixed dt = {args.dt:g}, best of {args.repeats} × {args.steps} steps; ratio = Dedalus / Gust per step")
     print(head)
     print("-" * len(head))
-    for nx, nz in sizes:
+    for nx, nz in args.sizes:
         ded = time_dedalus(nx, nz, args.rayleigh, args.dt, args.steps, args.repeats, args.aspect)
         gust = {}
         for precision in ("float64", "float32"):

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.common.cli import scale_list
 from solvers.rayleigh_benard import rb_core as rb
 
 
@@ -42,7 +43,7 @@ def bench_one(nx, nz, precision, m, steps, repeats, rayleigh, dt):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_rayleigh_benard", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="128x32,256x64", help="comma list of nx x nz")
+    p.add_argument("--sizes", type=scale_list, default="128x32,256x64", help="comma list of nx x nz")
     p.add_argument("--precisions", default="float32,float64")
     p.add_argument("--ensembles", default="1,4", help="comma list of ensemble sizes M")
     p.add_argument("--steps", type=int, default=20, help="steps per timed call")
@@ -58,8 +59,8 @@ def main(argv=None):
     head = f"{'size':>9} {'prec':<7} {'M':>4} {'ms/step':>9} {'traj-steps/s':>13} {'s per time unit/traj':>21}"
     print(head)
     print("-" * len(head))
-    for size in args.sizes.split(","):
-        nx, nz = map(int, size.lower().split("x"))
+    for nx, nz in args.sizes:
+        size = f"{nx}x{nz}"
         for precision in args.precisions.split(","):
             for m in map(int, args.ensembles.split(",")):
                 with jax.enable_x64(precision == "float64"):

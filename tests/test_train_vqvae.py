@@ -230,6 +230,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(data, tmp_path, capsys,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("scales", ["1x1,8", "0x0,8x8", "1x1,2x2x2"])
+def test_malformed_scales_are_a_one_line_argparse_error(data, tmp_path, capsys, scales):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own exit: the type check runs while parsing
+        main([*argv(data, out), "--scales", scales])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "expected positive AxB pairs" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_non_finite_data_is_refused(tmp_path, capsys):
     path = _nan_file(tmp_path / "nan.h5")
     args = ["--data_path", path, "--fields", "u", "--output_dir", str(tmp_path / "run"), "--steps", "2"]

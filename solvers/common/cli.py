@@ -52,11 +52,14 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def scale_list(text: str) -> tuple[tuple[int, int], ...]:
-    """argparse type: ``1x1,2x2,4x8`` → ((1, 1), (2, 2), (4, 8))."""
+    """argparse type for AxB pairs (VQ-VAE scales, grid sizes): ``1x1,2x2,4x8`` → ((1, 1), (2, 2), (4, 8))."""
     try:
-        return tuple(tuple(int(a) for a in s.lower().split("x", 1)) for s in comma_list(text))
+        pairs = tuple(tuple(int(a) for a in s.lower().split("x")) for s in comma_list(text))
+        if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
+            raise ValueError
+        return pairs
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected scales like 1x1,2x2,4x4, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected positive AxB pairs like 1x1,2x2,4x8, got {text!r}") from None
 
 
 def add_trained_run_flags(group, data_help: str) -> None:
