@@ -198,7 +198,7 @@ class RBModel(NamedTuple):
     def explicit_terms(self, s: RBState):
         """(N_ω, N_θ, N_U): advection and buoyancy coupling, dealiased by the 3/2 rule in x and z."""
         kx = self.ops.kx
-        w_hat = -1j * kx * s.psi_hat
+        _, w_hat = self.velocity_hat(s)  # û is not needed here: under jit XLA drops its product
         om = s.omega_hat.at[:, 0].set(self.dz(s.mean_u[:, None])[:, 0].astype(s.omega_hat.dtype))
         w, wx, tx = self.to_fine(jnp.stack([w_hat, 1j * kx * om, 1j * kx * s.theta_hat]))
         # z-derivatives straight onto the 3/2 grid (one product instead of d/dz then interpolation); u = ∂ψ/∂z
