@@ -153,6 +153,8 @@ class TrainConfig:
             integer(name, 0)
         for name in ("sample_stop", "val_start", "val_stop"):
             integer(name, 0, allow_none=True)
+        if self.seed >= 2**32:  # PRNGKey keeps 32 bits without x64: larger seeds would repeat smaller ones
+            raise ValueError(f"--seed must be an integer in [0, 2**32) (got {self.seed})")
         if self.sample_stop is not None and self.sample_stop <= self.sample_start:
             raise ValueError(
                 f"--sample_start={self.sample_start} --sample_stop={self.sample_stop} is an empty sample range; "

@@ -38,7 +38,8 @@ a complete one whose sha256 changed is run again from the start. A blow-up (``Bl
 CFL above the limit) or a config the solver rejects marks that point failed with the reason and the sweep goes on;
 the exit code is then 3. A ``run`` with a different definition (solver, params, set, seeds, split, shard count, or
 solver defaults that changed the points' configs) into the same output_dir is refused (exit 2) unless
-``--overwrite``, which deletes the previous sweep there (``files/`` and every manifest) first. At the end the run
+``--overwrite``, which deletes the previous sweep there first: the files its manifests list, the manifests, and the
+folders under ``files/`` left empty (anything else stays, and the closing validation reports it). At the end the run
 validates its manifest (as ``validate``, hashes included) and prints one line per problem and a summary line.
 
 **Validation.** ``validate MANIFEST|DIR`` checks that every point is complete, its file exists, has the recorded
@@ -82,7 +83,6 @@ import itertools
 import json
 import math
 import re
-import shutil
 import sys
 import types
 import typing
@@ -96,7 +96,7 @@ import numpy as np
 
 from solvers.common import hdf5_utils
 from solvers.common.atomic import atomic_text, file_sha256
-from solvers.common.cli import EXIT_BAD_INPUT, EXIT_RUN_FAILED, OneLineArgumentParser, fail
+from solvers.common.cli import EXIT_BAD_INPUT, EXIT_RUN_FAILED, OneLineArgumentParser, fail, os_error_text
 
 __all__ = [
     "SOLVERS",
@@ -413,6 +413,25 @@ def _file_state(path: Path) -> tuple[str, int, str | None]:
         return "unreadable", 0, None
 
 
+def _remove_sweep(output_dir: Path, manifests: list[Path], log: Callable[[str], None]) -> None:
+    """``--overwrite``: delete the files the previous manifests list, then the manifests, then the folders under
+    ``files/`` left empty. Anything a manifest does not list (a user's own file) stays."""
+    listed = {output_dir / e["file"] for m in manifests for e in _read_manifest(m).get("points", []) if e.get("file")}
+    gone = [f for f in listed if f.is_file()]
+    log(f"--overwrite: removing the previous sweep in {output_dir} ({len(gone)} file(s), {len(manifests)} manifest(s))")
+    for f in gone:
+        f.unlink()
+    for m in manifests:
+        m.unlink()
+    files = output_dir / "files"
+    if files.is_dir():
+        for d in sorted((d for d in files.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
+        if not any(files.iterdir()):
+            files.rmdir()
+
+
 def run_sweep(
     spec: SweepSpec,
     output_dir: str | Path,
@@ -445,11 +464,8 @@ def run_sweep(
 
     old_entries: dict[str, dict] = {}
     previous = _manifests_in(output_dir) if output_dir.is_dir() else []
-    if overwrite and (previous or (output_dir / "files").exists()):
-        log(f"--overwrite: removing the previous sweep in {output_dir} (files/ and {len(previous)} manifest(s))")
-        shutil.rmtree(output_dir / "files", ignore_errors=True)
-        for p in previous:
-            p.unlink()
+    if overwrite and previous:
+        _remove_sweep(output_dir, previous, log)
         previous = []
     created = None
     for other in previous:
@@ -742,8 +758,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 argv=[*PROG.split(), *argv],
             )
             problems, summary = validate(path)
-    except ValueError as e:
+    except (ValueError, FileExistsError) as e:
         return fail(PROG, str(e), EXIT_BAD_INPUT)
+    except OSError as e:
+        return fail(PROG, os_error_text(e), EXIT_BAD_INPUT)
     for problem in problems:
         print(problem)
     print(summary)

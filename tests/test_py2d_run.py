@@ -251,6 +251,12 @@ def test_taylor_green_run_decays_at_the_viscous_rate(tmp_path):
         (["--ic_file", "/nonexistent/ic.npy"], "does not exist"),
         (["--dt", "0.25", "--save_interval", "0.25", "--t_total", "0.5", "--ic_kpeak", "4"], "initial CFL"),
         (["--overwrite", "--resume"], "exclude each other"),
+        (["--t_total", "inf"], "--t_total must be a finite number (got inf)"),
+        (["--spinup_time", "nan"], "--spinup_time must be a finite number (got nan)"),
+        (["--Re", "inf"], "--Re must be a finite number"),
+        (["--beta", "nan"], "--beta must be a finite number"),
+        (["--seed", str(2**32)], "--seed must be an integer in [0, 2**32)"),  # PRNGKey would fold it onto seed 0
+        (["--output_dir", ""], "--output_dir must not be empty"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
@@ -262,6 +268,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     assert len(err.splitlines()) == 1, err
     assert needle in err, err
     assert not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_output_dir_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert run_solver.main(["--output_dir", str(target), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"--output_dir {target} exists and is not a directory"), err
+    assert target.read_text() == "mine"
 
 
 def test_ic_file_with_wrong_shape_is_refused(tmp_path, capsys):

@@ -118,6 +118,8 @@ def test_cfl_guard_stops_the_run_and_keeps_good_frames(tmp_path, capsys):
         (["--grid", "cheb"], "cheb"),
         (["--ic_amplitude", "0"], "--ic_amplitude must be > 0"),
         (["--n_trajectories", "0"], "--n_trajectories must be >= 1"),
+        (["--rayleigh", "inf"], "--rayleigh must be a finite number (got inf)"),
+        (["--max_dt", "nan"], "--max_dt must be a finite number (got nan)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):

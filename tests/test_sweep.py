@@ -192,6 +192,17 @@ def test_a_different_sweep_into_the_same_dir_is_refused(done, capsys):
     assert (done / "manifest.json").read_text() == before
 
 
+def test_overwrite_deletes_only_what_the_manifest_lists(done, tmp_path, capsys):
+    out = copy(done, tmp_path)
+    (out / "files" / "mine.txt").write_text("a user's notes")
+    (out / "notes").mkdir()
+    assert run(out, "--overwrite") == 1  # the sweep reruns; the closing validation flags the file it kept
+    assert "files/mine.txt: unexpected file (not in the manifest)" in capsys.readouterr().out
+    assert (out / "files" / "mine.txt").read_text() == "a user's notes"
+    assert (out / "notes").is_dir()
+    assert [e["status"] for e in manifest(out / "manifest.json")["points"]] == ["complete", "complete"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

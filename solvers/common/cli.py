@@ -1,13 +1,16 @@
 """Shared command-line plumbing: one-line errors and exit codes for every Gust CLI.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad input (argparse or a ValueError from a config
-constructor, or an output that exists without ``--overwrite``), 3 the run stopped on a physics
+constructor, an output that exists without ``--overwrite``, or a file-system error on the user's paths such as an
+unwritable folder), 3 the run stopped on a physics
 failure (blow-up) after keeping what it had written.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 
 EXIT_BAD_INPUT = 2
@@ -95,6 +98,15 @@ def init_distributed(args: argparse.Namespace) -> None:
     jax.distributed.initialize(**{k: getattr(args, k) for k in keys if getattr(args, k) is not None})
 
 
+def os_error_text(err: OSError) -> str:
+    """One line for a file-system error on the user's paths (unwritable folder, a folder where a file should be)."""
+    if err.filename is not None:
+        return f"{err.filename}: {err.strerror or type(err).__name__}"
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    h5 = re.search(r"name = '([^']*)'.*error message = '([^']*)'", text)  # h5py's wording of a failed open
+    return f"{h5[1]}: {h5[2]}" if h5 else text
+
+
 def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: list[str] | None) -> int:
     """The body of every Gust CLI that builds a config and runs it (solvers, training): parse, build the frozen
     config (its ValueErrors become one-line errors, exit 2), join a distributed run if asked, call
@@ -105,6 +117,10 @@ def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: 
     args = parser.parse_args(argv)
     if args.overwrite and args.resume:
         return fail(prog, "--overwrite and --resume exclude each other; pick one")
+    if not str(args.output_dir).strip():
+        return fail(prog, "--output_dir must not be empty")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        return fail(prog, f"--output_dir {args.output_dir} exists and is not a directory")
     try:
         cfg = config_cls(**{k: v for k, v in vars(args).items() if k in config_cls.__dataclass_fields__})
         init_distributed(args)
@@ -118,6 +134,8 @@ def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: 
         )
     except (ValueError, FileExistsError) as e:
         return fail(prog, str(e))
+    except OSError as e:
+        return fail(prog, os_error_text(e))
     except BlowUpError as e:
         return fail(prog, str(e), EXIT_RUN_FAILED)
     import jax
@@ -138,6 +156,8 @@ def tool_main(prog: str, parser: argparse.ArgumentParser, body, argv: list[str] 
         text = body(args, argv)
     except (ValueError, FileExistsError) as err:
         return fail(prog, str(err))
+    except OSError as err:
+        return fail(prog, os_error_text(err))
     print(text)
     return 0
 

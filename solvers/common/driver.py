@@ -20,12 +20,12 @@ Only process 0 writes; the others compute their shards and take part in the gath
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
 import time as walltime
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,7 +49,7 @@ def as_steps(value: float, dt: float, name: str, allow_zero: bool = False) -> in
     return n
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TimeGrid:
     """The time settings every solver config shares (subclasses redeclare the fields with their own defaults and
     call :meth:`check_time` from ``__post_init__``). Frames are saved at t = spinup_time + k·save_interval,
@@ -62,7 +62,14 @@ class TimeGrid:
     diag_every: int = 0
 
     def check_time(self) -> None:
-        """One-line ValueErrors for inconsistent time settings."""
+        """One-line ValueErrors for non-finite numbers, a seed out of range and inconsistent time settings."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"--{f.name} must be a finite number (got {v:g})")
+        seed = getattr(self, "seed", 0)
+        if not 0 <= seed < 2**32:  # PRNGKey keeps 32 bits without x64: larger seeds would repeat smaller ones
+            raise ValueError(f"--seed must be an integer in [0, 2**32) (got {seed})")
         for name in ("dt", "t_total", "save_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0 (got {getattr(self, name):g})")

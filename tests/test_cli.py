@@ -1,0 +1,23 @@
+"""solvers.common.cli: file-system errors become one line naming the path (exit code 2 in every CLI)."""
+
+import errno
+
+from solvers.common.cli import os_error_text
+
+
+def test_os_error_names_the_path_and_the_reason():
+    err = PermissionError(errno.EACCES, "Permission denied", "/data/out/run.h5")
+    assert os_error_text(err) == "/data/out/run.h5: Permission denied"
+
+
+def test_h5py_open_failure_is_reduced_to_path_and_reason():
+    # h5py raises OSError without a filename; its message carries both (h5py 3.x wording)
+    err = OSError(
+        "[Errno 13] Unable to synchronously create file (unable to open file: name = '/ro/x.h5', errno = 13, "
+        "error message = 'Permission denied', flags = 13, o_flags = 242)"
+    )
+    assert os_error_text(err) == "/ro/x.h5: Permission denied"
+
+
+def test_other_os_errors_keep_their_first_line():
+    assert os_error_text(OSError("disk quota exceeded\ndetails")) == "disk quota exceeded"
