@@ -16,7 +16,6 @@ tokenizer and the analysis would quantise as usual, for a decoder that never saw
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -32,6 +31,7 @@ from models import models as vq
 from models.inference import load_trained, normalized_batches, open_matching
 from models.train_vqvae import main as train_main
 from solvers.common.atomic import atomic_text
+from solvers.common.cli import OneLineArgumentParser
 
 
 @contextlib.contextmanager
@@ -72,7 +72,7 @@ def held_out_rel_l2(run_dir: Path, test_path: Path, batch_size: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    p = argparse.ArgumentParser(prog="python -m benchmarks.vqvae_floor", description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(prog="python -m benchmarks.vqvae_floor", description=__doc__.split("\n\n")[0])
     p.add_argument("--test_path", type=Path, required=True, help="held-out Gust .h5 file (same fields and grid)")
     p.add_argument("--eval_batch", type=int, default=16, help="samples per evaluation batch (default 16)")
     args = p.parse_args(argv[:split])

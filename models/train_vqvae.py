@@ -510,7 +510,12 @@ def train(
     if nonempty and not (resume or overwrite):
         raise FileExistsError(f"--output_dir {out} is not empty; use --resume to continue or --overwrite to restart")
     if resume and (out / CKPT_POINTER).exists():
-        ckpt_info = json.loads((out / CKPT_POINTER).read_text())
+        try:
+            ckpt_info = json.loads((out / CKPT_POINTER).read_text())
+        except ValueError as e:
+            ckpt_info = e
+        if not isinstance(ckpt_info, dict) or not {"file", "step"} <= ckpt_info.keys():
+            raise ValueError(f"--resume: {out / CKPT_POINTER} is not a checkpoint record; use --overwrite to restart")
         saved = read_settings((out / CONFIG_FILE).read_text(), str(out / CONFIG_FILE))
         for k, v in config.to_dict().items():
             if k in _RESUME_FREE or k in _MODEL_KEYS:  # the model keys are compared once the model config is known
@@ -554,8 +559,12 @@ def train(
         step, records, restarted = 0, [], 0
         loader_kw = {"normalize": stats, "sharding": sharding}
         if ckpt_info is not None:
-            with open(out / ckpt_info["file"], "rb") as fh:
-                model, opt_state, counts = eqx.tree_deserialise_leaves(fh, (model, opt_state, counts))
+            try:
+                with open(out / ckpt_info["file"], "rb") as fh:
+                    model, opt_state, counts = eqx.tree_deserialise_leaves(fh, (model, opt_state, counts))
+            except Exception as e:  # truncated or foreign file: equinox/numpy raise many kinds
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ValueError(f"--resume: checkpoint {out / ckpt_info['file']} cannot be read ({msg})") from e
             step, restarted = int(ckpt_info["step"]), int(ckpt_info.get("restarted_since_log", 0))
             loader = BatchLoader.from_state(train_ds, ckpt_info["loader"], **loader_kw)
             if (out / METRICS_FILE).exists():

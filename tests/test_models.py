@@ -257,3 +257,18 @@ def test_mismatched_checkpoint_rejected(tmp_path, change):
     with pytest.raises(ValueError, match="does not match config") as info:
         load(tmp_path / "model.eqx", tmp_path / "other.txt")
     assert "\n" not in str(info.value)
+
+
+def test_continuous_latent_diagnostic_bypasses_the_codes_and_restores_them():
+    # benchmarks.vqvae_floor trains with the decoder fed the encoder output; outside its block nothing changes
+    from benchmarks.vqvae_floor import continuous_latent
+
+    model = make_model(TINY, jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (1, 16, 16))
+    quantised = model(x)[0]
+    with continuous_latent():
+        free, aux = model(x)
+        np.testing.assert_array_equal(free, model.decoder(model.encoder(x)))
+        assert len(aux["indices"]) == 3  # the quantiser still runs (its losses and usage are logged)
+    assert not np.allclose(free, quantised)
+    np.testing.assert_array_equal(model(x)[0], quantised)

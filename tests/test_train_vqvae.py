@@ -128,6 +128,21 @@ def test_resume_is_bit_exact(data, straight, tmp_path, capsys):
     assert main(argv(data, legacy, *flags, "--prefix_weight", "0", steps=24)) == 0
 
 
+def test_resume_from_a_damaged_checkpoint_is_one_line_exit_2(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(data, steps=6), run, progress=False, stop_after=3)  # checkpoint at 3 of 6 steps
+    ckpt = run / json.loads((run / "checkpoint.json").read_text())["file"]
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # a copy cut short
+    capsys.readouterr()
+    assert main(argv(data, run, "--resume")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"checkpoint {ckpt} cannot be read" in err, err
+    (run / "checkpoint.json").write_text("{not json")
+    assert main(argv(data, run, "--resume")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint.json is not a checkpoint record" in err, err
+
+
 def test_dead_codes_are_restarted_from_the_batch_encoder_outputs(data, straight):
     recs = records(straight[0])
     assert sum(r["restarted"] for r in recs) > 0  # the resume test above then covers runs with restarts
