@@ -612,7 +612,11 @@ def load(model_path: str | Path, config_path: str | Path) -> tuple[MultiScaleVQV
             trailing = fh.read(1)
     except Exception as err:  # numpy/equinox raise several types for a truncated or mismatched file
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"checkpoint {model_path} does not match config {config_path}: {reason}") from None
+        if Path(model_path).stat().st_size == 0:
+            msg = f"checkpoint {model_path} is empty (0 bytes); expected the parameters of {config_path}"
+        else:
+            msg = f"checkpoint {model_path} is truncated or does not match config {config_path}: {reason}"
+        raise ValueError(msg) from None
     if trailing:
         raise ValueError(f"checkpoint {model_path} does not match config {config_path}: it has more parameters")
     return model, config

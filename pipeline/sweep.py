@@ -247,6 +247,8 @@ def parse_spec(
     """Build a :class:`SweepSpec` from the command-line texts; a one-line ValueError on bad input."""
     if solver not in SOLVERS:
         raise ValueError(f"--solver {solver!r}: allowed: {', '.join(SOLVERS)}")
+    if not 0 <= split_seed < 2**63:
+        raise ValueError(f"--split_seed must be an integer in [0, 2**63) (got {split_seed})")
     hints = _field_hints(config_class(solver))
     seen: set[str] = set()
 

@@ -259,6 +259,13 @@ def test_mismatched_checkpoint_rejected(tmp_path, change):
     assert "\n" not in str(info.value)
 
 
+def test_empty_checkpoint_is_named_as_such(tmp_path):
+    (tmp_path / "model.eqx").write_bytes(b"")
+    (tmp_path / "config.txt").write_text(TINY.to_text())
+    with pytest.raises(ValueError, match=r"model.eqx is empty \(0 bytes\)"):
+        load(tmp_path / "model.eqx", tmp_path / "config.txt")
+
+
 def test_continuous_latent_diagnostic_bypasses_the_codes_and_restores_them():
     # benchmarks.vqvae_floor trains with the decoder fed the encoder output; outside its block nothing changes
     from benchmarks.vqvae_floor import continuous_latent

@@ -284,6 +284,14 @@ def test_ic_file_with_wrong_shape_is_refused(tmp_path, capsys):
     code, _ = cli(tmp_path, "--ic_file", str(tmp_path / "bad.npy"))
     err = capsys.readouterr().err
     assert code == 2 and "shape (8, 8)" in err
+    np.save(tmp_path / "complex.npy", np.zeros((16, 16), complex))
+    code, _ = cli(tmp_path, "--ic_file", str(tmp_path / "complex.npy"))
+    assert code == 2 and "holds complex128 values" in capsys.readouterr().err
+    np.save(tmp_path / "objects.npy", np.array([{}], dtype=object))
+    code, _ = cli(tmp_path, "--ic_file", str(tmp_path / "objects.npy"))
+    assert code == 2 and "is not a readable numeric .npy array" in capsys.readouterr().err
+    code, _ = cli(tmp_path, "--ic_file", str(tmp_path / "bad.npy"), "--ic", "taylor_green")
+    assert code == 2 and "--ic taylor_green and --ic_file exclude each other" in capsys.readouterr().err
 
 
 def test_spinup_is_simulated_but_not_saved(tmp_path):

@@ -207,6 +207,7 @@ def test_overwrite_deletes_only_what_the_manifest_lists(done, tmp_path, capsys):
     "args, message",
     [
         (["--param", "rayleigh_number=1e6,1e7"], "--param rayleigh_number: not a field of rayleigh_benard's config"),
+        (["--split_seed", "-1"], "--split_seed must be an integer in [0, 2**63) (got -1)"),
         (["--param", "rayleigh=1e6,abc"], "--param rayleigh='abc': expected a number"),
         (["--param", "rayleigh=1e6", "--set", "rayleigh=1e7"], "--set rayleigh: given more than once"),
         (["--param", "rayleigh=1e6", "--set", "nz=4"], "point 0000_rayleigh1e+06: --nz must be an integer >= 8"),

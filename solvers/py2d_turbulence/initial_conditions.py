@@ -58,7 +58,12 @@ def from_file(path: str | Path, n: int, sample: int = 0) -> np.ndarray:
     if not path.exists():
         raise ValueError(f"--ic_file {str(path)!r} does not exist")
     if path.suffix == ".npy":
-        field = np.load(path)
+        try:
+            field = np.load(path)
+        except (ValueError, OSError) as e:  # a pickled object array, a truncated or foreign file
+            raise ValueError(f"--ic_file {str(path)!r} is not a readable numeric .npy array ({e})") from e
+        if not np.issubdtype(field.dtype, np.floating) and not np.issubdtype(field.dtype, np.integer):
+            raise ValueError(f"--ic_file {str(path)!r} holds {field.dtype} values; a real (y, x) vorticity is needed")
     elif path.suffix in (".h5", ".hdf5"):
         from ..common.hdf5_utils import open_dataset
 
