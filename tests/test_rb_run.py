@@ -120,6 +120,7 @@ def test_cfl_guard_stops_the_run_and_keeps_good_frames(tmp_path, capsys):
         (["--n_trajectories", "0"], "--n_trajectories must be >= 1"),
         (["--rayleigh", "inf"], "--rayleigh must be a finite number (got inf)"),
         (["--max_dt", "nan"], "--max_dt must be a finite number (got nan)"),
+        (["--ic_file", "/nonexistent/state.h5"], "--ic_file '/nonexistent/state.h5' does not exist"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):

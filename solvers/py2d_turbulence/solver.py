@@ -148,6 +148,8 @@ class Py2DConfig(driver.TimeGrid):
             raise ValueError(f"--fields lists a field twice (got {','.join(self.fields)})")
         if not isinstance(self.n_trajectories, int) or self.n_trajectories < 1:
             raise ValueError(f"--n_trajectories must be >= 1 (got {self.n_trajectories})")
+        if self.ic_file is not None and not Path(self.ic_file).is_file():
+            raise ValueError(f"--ic_file {self.ic_file!r} does not exist or is not a file")
         if self.ic_file is not None and self.ic != "random":
             raise ValueError(f"--ic {self.ic} and --ic_file exclude each other (the file gives the initial field)")
         if self.n_trajectories > 1 and (self.ic_file is not None or self.ic == "taylor_green"):

@@ -88,6 +88,8 @@ class RBConfig(driver.TimeGrid):
         if not isinstance(self.nz, int) or self.nz < 8:
             raise ValueError(f"--nz must be an integer >= 8 Chebyshev points (got {self.nz}); try 64")
         self.check_time()
+        if self.ic_file is not None and not Path(self.ic_file).is_file():
+            raise ValueError(f"--ic_file {self.ic_file!r} does not exist or is not a file")
         if self.max_dt < 0 or (self.max_dt and self.dt > self.max_dt):
             raise ValueError(f"--max_dt must be 0 (fixed dt) or >= --dt={self.dt:g} (got {self.max_dt:g})")
         if not 0 < self.cfl_safety < rb.CFL_LIMIT:
