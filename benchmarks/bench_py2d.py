@@ -17,13 +17,13 @@ Absolute numbers mean something only on a GPU; the ratio is the portable figure.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.common.cli import OneLineArgumentParser, comma_list, int_list, positive_int
 from solvers.py2d_turbulence import initial_conditions as ic
 from solvers.py2d_turbulence import py2d_core as core
 from solvers.py2d_turbulence.schemes import SCHEMES
@@ -75,14 +75,25 @@ def bench_one(scheme_name, n, precision, m, steps, repeats):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_py2d", description=__doc__.split("\n\n")[0])
-    p.add_argument("--schemes", default="ab2cn,rk3cn,etdrk4", help="comma list from " + ",".join(SCHEMES))
-    p.add_argument("--sizes", default="128,256,512", help="comma list of N")
-    p.add_argument("--precisions", default="float32,float64")
-    p.add_argument("--ensembles", default="1,8", help="comma list of ensemble sizes M")
-    p.add_argument("--steps", type=int, default=50, help="steps per timed call")
-    p.add_argument("--repeats", type=int, default=5)
+    p = OneLineArgumentParser(prog="python -m benchmarks.bench_py2d", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--schemes", type=comma_list, default="ab2cn,rk3cn,etdrk4", help="comma list from " + ",".join(SCHEMES)
+    )
+    p.add_argument("--sizes", type=int_list, default="128,256,512", help="comma list of N (even, >= 8)")
+    p.add_argument("--precisions", type=comma_list, default="float32,float64")
+    p.add_argument("--ensembles", type=int_list, default="1,8", help="comma list of ensemble sizes M")
+    p.add_argument("--steps", type=positive_int, default=50, help="steps per timed call")
+    p.add_argument("--repeats", type=positive_int, default=5)
     args = p.parse_args(argv)
+    for name in args.schemes:
+        if name not in SCHEMES:
+            p.error(f"--schemes: unknown scheme {name!r}; allowed: {', '.join(SCHEMES)}")
+    if not args.sizes or any(n < 8 or n % 2 for n in args.sizes):
+        p.error(f"--sizes must be even integers >= 8 (got {','.join(map(str, args.sizes))})")
+    if not set(args.precisions) <= {"float32", "float64"} or not args.precisions:
+        p.error(f"--precisions must be float32 and/or float64 (got {','.join(args.precisions)})")
+    if not args.ensembles or min(args.ensembles) < 1:
+        p.error(f"--ensembles must be integers >= 1 (got {','.join(map(str, args.ensembles))})")
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind} ({jax.default_backend()}), jax {jax.__version__}, {len(jax.devices())} device(s)")
     head = (
@@ -91,10 +102,10 @@ def main(argv=None):
     )
     print(head)
     print("-" * len(head))
-    for scheme_name in args.schemes.split(","):
-        for n in map(int, args.sizes.split(",")):
-            for precision in args.precisions.split(","):
-                for m in map(int, args.ensembles.split(",")):
+    for scheme_name in args.schemes:
+        for n in args.sizes:
+            for precision in args.precisions:
+                for m in args.ensembles:
                     with jax.enable_x64(precision == "float64"):
                         t_step, t_fft = bench_one(scheme_name, n, precision, m, args.steps, args.repeats)
                     print(
@@ -105,4 +116,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

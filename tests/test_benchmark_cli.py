@@ -1,0 +1,25 @@
+"""Benchmark CLIs refuse bad sizes and counts up front: one line, exit code 2 (nothing is timed)."""
+
+import pytest
+
+from benchmarks import bench_py2d, bench_rayleigh_benard
+
+
+@pytest.mark.parametrize(
+    "main, args, needle",
+    [
+        (bench_py2d.main, ["--sizes", "33"], "--sizes must be even integers >= 8 (got 33)"),
+        (bench_py2d.main, ["--steps", "0"], "--steps: must be >= 1 (got 0)"),
+        (bench_py2d.main, ["--schemes", "foo"], "unknown scheme 'foo'"),
+        (bench_py2d.main, ["--precisions", "float16"], "--precisions must be float32 and/or float64"),
+        (bench_rayleigh_benard.main, ["--dt", "nan"], "--dt must be a finite number > 0 (got nan)"),
+        (bench_rayleigh_benard.main, ["--rayleigh", "-1"], "--rayleigh must be a finite number > 0 (got -1)"),
+        (bench_rayleigh_benard.main, ["--sizes", "15x8"], "nx must be even >= 4 and nz >= 8 (got 15x8)"),
+        (bench_rayleigh_benard.main, ["--ensembles", "0"], "--ensembles must be integers >= 1 (got 0)"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(main, args, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
