@@ -47,7 +47,7 @@ from models.inference import encode_batch, load_trained, normalized_batches, ope
 from models.models import codebook_stats, make_model
 from models.train_vqvae import TrainConfig, make_optimizer, model_config, train, train_step_for
 from solvers.common import hdf5_utils
-from solvers.common.cli import scale_list
+from solvers.common.cli import OneLineArgumentParser, scale_list
 
 CASES = ("py2d", "rb")
 FIELD = {"py2d": "omega", "rb": "buoyancy"}
@@ -161,8 +161,34 @@ def evaluate(run_dir: Path, test_path: Path, batch_size: int) -> dict:
     }
 
 
+def train_config(args: argparse.Namespace, data_path: str | Path, field: str) -> TrainConfig:
+    """The training settings of one case from the command line (TrainConfig checks them: one-line ValueErrors)."""
+    try:
+        ch_mult = tuple(int(s) for s in args.ch_mult.split(","))
+    except ValueError:
+        raise ValueError(f"--ch_mult must be comma-separated integers (got {args.ch_mult!r})") from None
+    return TrainConfig(
+        data_path=str(data_path),
+        fields=(field,),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        ch=args.ch,
+        ch_mult=ch_mult,
+        num_res_blocks=args.num_res_blocks,
+        scales=args.scales,
+        embed_dim=args.embed_dim,
+        codebook_size=args.codebook_size,
+        restart_every=args.restart_every,
+        spectral_weight=args.spectral_weight,
+        prefix_weight=args.prefix_weight,
+        log_every=max(1, args.steps // 50),
+        checkpoint_every=max(1, args.steps // 4),
+    )
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_vqvae", description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(prog="python -m benchmarks.bench_vqvae", description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", required=True)
     p.add_argument("--cases", default="py2d,rb", help="comma list of py2d, rb (default py2d,rb)")
     p.add_argument("--steps", type=int, default=600, help="training steps per case (default 600)")
@@ -203,6 +229,14 @@ def main(argv=None) -> int:
         p.error(f"--train_seconds must be > 0 (got {args.train_seconds:g})")
     if args.py2d_trajectories < 1:
         p.error(f"--py2d_trajectories must be >= 1 (got {args.py2d_trajectories})")
+    if args.throughput_steps < 1:
+        p.error(f"--throughput_steps must be >= 1 (got {args.throughput_steps})")
+    try:  # every training setting, before minutes of data generation
+        train_config(args, "checked-before-the-data-exists.h5", FIELD[cases[0]])
+    except ValueError as e:
+        p.error(str(e))
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        p.error(f"--output_dir {args.output_dir} exists and is not a directory")
     out = Path(args.output_dir)
     progress = not args.no_progress
     device = jax.devices()[0]
@@ -216,24 +250,7 @@ def main(argv=None) -> int:
         with hdf5_utils.open_dataset(train_path) as f:
             shape, bc = tuple(f.shape), (f.grid.bc_y, f.grid.bc_x)
             n_train = f.n_samples
-        config = TrainConfig(
-            data_path=str(train_path),
-            fields=(FIELD[case],),
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            ch=args.ch,
-            ch_mult=tuple(int(s) for s in args.ch_mult.split(",")),
-            num_res_blocks=args.num_res_blocks,
-            scales=args.scales,
-            embed_dim=args.embed_dim,
-            codebook_size=args.codebook_size,
-            restart_every=args.restart_every,
-            spectral_weight=args.spectral_weight,
-            prefix_weight=args.prefix_weight,
-            log_every=max(1, args.steps // 50),
-            checkpoint_every=max(1, args.steps // 4),
-        )
+        config = train_config(args, train_path, FIELD[case])
         speed = time_steps(config, shape, bc, args.throughput_steps)
         if args.train_seconds is not None:
             fit = int(args.train_seconds / (1e-3 * speed["ms_per_step"]))

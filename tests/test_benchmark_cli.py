@@ -1,8 +1,8 @@
-"""Benchmark CLIs refuse bad sizes and counts up front: one line, exit code 2 (nothing is timed)."""
+"""Benchmark CLIs refuse bad settings up front: one line, exit code 2 (nothing is timed, no data is made)."""
 
 import pytest
 
-from benchmarks import bench_py2d, bench_rayleigh_benard
+from benchmarks import bench_py2d, bench_rayleigh_benard, bench_vqvae
 
 
 @pytest.mark.parametrize(
@@ -16,6 +16,9 @@ from benchmarks import bench_py2d, bench_rayleigh_benard
         (bench_rayleigh_benard.main, ["--rayleigh", "-1"], "--rayleigh must be a finite number > 0 (got -1)"),
         (bench_rayleigh_benard.main, ["--sizes", "15x8"], "nx must be even >= 4 and nz >= 8 (got 15x8)"),
         (bench_rayleigh_benard.main, ["--ensembles", "0"], "--ensembles must be integers >= 1 (got 0)"),
+        (bench_vqvae.main, ["--output_dir", "unused", "--steps", "0"], "--steps must be an integer >= 1 (got 0)"),
+        (bench_vqvae.main, ["--output_dir", "unused", "--lr", "nan"], "--lr must be a finite number > 0.0 (got nan)"),
+        (bench_vqvae.main, ["--output_dir", "unused", "--ch_mult", "1,x"], "--ch_mult must be comma-separated"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(main, args, needle, capsys):
