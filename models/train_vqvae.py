@@ -49,6 +49,7 @@ from solvers.common.atomic import atomic_text, atomic_write
 from solvers.common.cli import (
     OneLineArgumentParser,
     add_distributed_flags,
+    check_seed,
     comma_list,
     int_list,
     run_main,
@@ -153,8 +154,7 @@ class TrainConfig:
             integer(name, 0)
         for name in ("sample_stop", "val_start", "val_stop"):
             integer(name, 0, allow_none=True)
-        if self.seed >= 2**32:  # PRNGKey keeps 32 bits without x64: larger seeds would repeat smaller ones
-            raise ValueError(f"--seed must be an integer in [0, 2**32) (got {self.seed})")
+        check_seed(self.seed)
         if self.sample_stop is not None and self.sample_stop <= self.sample_start:
             raise ValueError(
                 f"--sample_start={self.sample_start} --sample_stop={self.sample_stop} is an empty sample range; "

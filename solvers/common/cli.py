@@ -98,6 +98,13 @@ def init_distributed(args: argparse.Namespace) -> None:
     jax.distributed.initialize(**{k: getattr(args, k) for k in keys if getattr(args, k) is not None})
 
 
+def check_seed(seed: int) -> None:
+    """One-line ValueError unless 0 <= seed < 2**32: without x64, ``PRNGKey`` keeps 32 bits of the seed, so a larger
+    one would silently repeat a smaller one's run."""
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2**32) (got {seed})")
+
+
 def os_error_text(err: OSError) -> str:
     """One line for a file-system error on the user's paths (unwritable folder, a folder where a file should be)."""
     if err.filename is not None:

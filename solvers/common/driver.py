@@ -34,6 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import hdf5_utils
+from .cli import check_seed
 
 
 class BlowUpError(RuntimeError):
@@ -67,9 +68,7 @@ class TimeGrid:
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"--{f.name} must be a finite number (got {v:g})")
-        seed = getattr(self, "seed", 0)
-        if not 0 <= seed < 2**32:  # PRNGKey keeps 32 bits without x64: larger seeds would repeat smaller ones
-            raise ValueError(f"--seed must be an integer in [0, 2**32) (got {seed})")
+        check_seed(getattr(self, "seed", 0))
         for name in ("dt", "t_total", "save_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0 (got {getattr(self, name):g})")
