@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from solvers.common import hdf5_utils
+from solvers.common import driver, hdf5_utils
 from solvers.py2d_turbulence import initial_conditions as ic
 from solvers.py2d_turbulence import run_solver, solver
 
@@ -257,6 +257,10 @@ def test_taylor_green_run_decays_at_the_viscous_rate(tmp_path):
         (["--beta", "nan"], "--beta must be a finite number"),
         (["--seed", str(2**32)], "--seed must be an integer in [0, 2**32)"),  # PRNGKey would fold it onto seed 0
         (["--output_dir", ""], "--output_dir must not be empty"),
+        # used to hang: a Python loop over 1e299 candidate diagnostic intervals, or 1e8 initial fields
+        (["--dt", "1e-300"], "is 5e+298 steps of --dt=1e-300; at most 2147483647 steps are allowed"),
+        (["--t_total", "1e12"], "is 2e+13 save intervals; at most 2147483646 are allowed"),
+        (["--n_trajectories", "100000000000"], "--n_trajectories 100000000000 needs at least"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
@@ -268,6 +272,20 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     assert len(err.splitlines()) == 1, err
     assert needle in err, err
     assert not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_diagnostic_interval_is_the_largest_divisor_of_a_tenth_found_fast():
+    brute = [max(d for d in range(1, n + 1) if n % d == 0 and d <= max(1, n // 10)) for n in range(1, 400)]
+    assert [driver.largest_divisor_at_most(n, max(1, n // 10)) for n in range(1, 400)] == brute
+    assert driver.largest_divisor_at_most(2**31 - 1, 2**31 // 10) == 1  # a prime: 46341 trials, not 2e9
+    assert driver.largest_divisor_at_most(2**30, 2**30 // 10) == 2**26
+
+
+def test_memory_check_refuses_only_an_ensemble_that_cannot_fit():
+    cfg = solver.Py2DConfig(NX=64, n_trajectories=1000, precision="float32")  # 1000 * 64² * 4 B = 15.6 MiB
+    driver.check_memory(cfg, available=16 * 2**20)
+    with pytest.raises(ValueError, match=r"needs at least 0\.0153 GiB per device .* a device has 0\.0146 GiB"):
+        driver.check_memory(cfg, available=15 * 2**20)
 
 
 def test_output_dir_that_is_a_file_is_refused_and_kept(tmp_path, capsys):

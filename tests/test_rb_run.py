@@ -121,6 +121,8 @@ def test_cfl_guard_stops_the_run_and_keeps_good_frames(tmp_path, capsys):
         (["--rayleigh", "inf"], "--rayleigh must be a finite number (got inf)"),
         (["--max_dt", "nan"], "--max_dt must be a finite number (got nan)"),
         (["--ic_file", "/nonexistent/state.h5"], "--ic_file '/nonexistent/state.h5' does not exist"),
+        (["--n_trajectories", "100000000000"], "--n_trajectories 100000000000 needs at least"),
+        (["--spinup_time", "1e300"], "at most 2147483647 steps are allowed"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time as walltime
 from collections.abc import Callable
@@ -41,9 +42,18 @@ class BlowUpError(RuntimeError):
     """A non-finite value appeared during the run; every earlier frame is kept in the file."""
 
 
+# Step and frame counts are 32-bit integers in the jitted loops (without x64) and in the file's metadata.
+MAX_COUNT = 2**31 - 1
+
+
 def as_steps(value: float, dt: float, name: str, allow_zero: bool = False) -> int:
     """``value`` as an integer number of time steps of size ``dt``, or a one-line ValueError naming ``--name``."""
     ratio = value / dt
+    if not ratio <= MAX_COUNT:
+        raise ValueError(
+            f"--{name}={value:g} is {ratio:.3g} steps of --dt={dt:g}; at most {MAX_COUNT} steps are allowed "
+            "(raise --dt)"
+        )
     n = round(ratio)
     if abs(ratio - n) > 1e-9 * max(1.0, abs(ratio)) or n < (0 if allow_zero else 1):
         raise ValueError(f"--{name} must be a positive multiple of --dt={dt:g} (got {value:g} = {ratio:.6g} steps)")
@@ -75,6 +85,11 @@ class TimeGrid:
         save_every = as_steps(self.save_interval, self.dt, "save_interval")
         as_steps(self.spinup_time, self.dt, "spinup_time", allow_zero=True)
         n = self.t_total / self.save_interval
+        if not n < MAX_COUNT:
+            raise ValueError(
+                f"--t_total={self.t_total:g} is {n:.3g} save intervals; at most {MAX_COUNT - 1} are allowed "
+                "(raise --save_interval)"
+            )
         if abs(n - round(n)) > 1e-9 * max(1.0, n):
             raise ValueError(
                 f"--t_total must be a multiple of --save_interval={self.save_interval:g} (got {self.t_total:g})"
@@ -100,8 +115,16 @@ class TimeGrid:
     def diag_interval_steps(self) -> int:
         if self.diag_every:
             return self.diag_every
-        n = self.save_every
-        return max(d for d in range(1, n + 1) if n % d == 0 and d <= max(1, n // 10))
+        return largest_divisor_at_most(self.save_every, max(1, self.save_every // 10))
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of ``n`` that is ``<= limit`` (1 at least); O(sqrt(n)) trials."""
+    best = 1
+    for i in range(1, math.isqrt(n) + 1):
+        if n % i == 0:
+            best = max([best] + [d for d in (i, n // i) if d <= limit])
+    return best
 
 
 class RunConfig(Protocol):
@@ -112,6 +135,9 @@ class RunConfig(Protocol):
     dt: float
     save_interval: float
     spinup_time: float
+
+    @property
+    def grid_points(self) -> int: ...  # points of one field of one trajectory on the solver's grid
 
     @property
     def n_frames(self) -> int: ...
@@ -146,6 +172,29 @@ class Simulation(Protocol):
 
 
 # ------------------------------------------------------------------------------------ devices
+
+
+def device_memory_bytes() -> int:
+    """Memory of one local device: its allocator limit where JAX reports one (GPU), else host RAM / devices."""
+    dev = jax.local_devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
+
+
+def check_memory(cfg: RunConfig, available: int | None = None) -> None:
+    """One-line ValueError when even a lower bound of the ensemble's state, one field per trajectory, cannot fit
+    on a device (so ``--n_trajectories 100000000`` fails at once rather than after hours of set-up)."""
+    per_device = -(-cfg.n_trajectories // jax.device_count())
+    need = per_device * cfg.grid_points * (8 if cfg.precision == "float64" else 4)
+    available = device_memory_bytes() if available is None else available
+    if need > available:
+        raise ValueError(
+            f"--n_trajectories {cfg.n_trajectories} needs at least {need / 2**30:.3g} GiB per device (one "
+            f"{cfg.precision} field of {cfg.grid_points} points for each of {per_device} trajectories) but a "
+            f"device has {available / 2**30:.3g} GiB; lower --n_trajectories or add devices"
+        )
 
 
 def trajectory_sharding(n_trajectories: int) -> NamedSharding:
@@ -311,6 +360,7 @@ def run(
     """
     output_dir = Path(output_dir)
     path = output_dir / cfg.output_name()
+    check_memory(cfg)
     is_writer = jax.process_index() == 0
     if not is_writer:
         progress, log = False, lambda s: None

@@ -165,6 +165,10 @@ class Py2DConfig(driver.TimeGrid):
         return jnp.float64 if self.precision == "float64" else jnp.float32
 
     @property
+    def grid_points(self) -> int:
+        return self.NX * self.NX
+
+    @property
     def output_fields(self) -> tuple[str, ...]:
         """The stored fields: ``fields``, plus ``pi_omega`` in an LES-data run."""
         if self.coarse_grain_to and "pi_omega" not in self.fields:

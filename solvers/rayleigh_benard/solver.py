@@ -124,6 +124,10 @@ class RBConfig(driver.TimeGrid):
     def dtype(self):
         return jnp.float64 if self.precision == "float64" else jnp.float32
 
+    @property
+    def grid_points(self) -> int:
+        return self.nx * self.nz
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
