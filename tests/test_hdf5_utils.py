@@ -669,6 +669,11 @@ def test_cli_info_and_validate(tmp_path, capsys):
         pass
     assert hu.main(["info", str(foreign)]) == 2
     assert "not a Gust file" in capsys.readouterr().err
+    newer = write_complete(tmp_path / "newer.h5")
+    with h5py.File(newer, "a") as f:
+        f.attrs["format_version"] = "99.0"
+    assert hu.main(["validate", str(newer)]) == 2
+    assert "format version 99.0 is newer than this reader supports" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as exc:
         hu.main(["frobnicate", str(path)])
