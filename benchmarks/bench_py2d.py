@@ -23,7 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from solvers.common.cli import OneLineArgumentParser, comma_list, int_list, positive_int
+from solvers.common.cli import (
+    OneLineArgumentParser,
+    comma_list,
+    int_list,
+    positive_int,
+    positive_int_list,
+    precision_list,
+)
 from solvers.py2d_turbulence import initial_conditions as ic
 from solvers.py2d_turbulence import py2d_core as core
 from solvers.py2d_turbulence.schemes import SCHEMES
@@ -80,8 +87,8 @@ def main(argv=None):
         "--schemes", type=comma_list, default="ab2cn,rk3cn,etdrk4", help="comma list from " + ",".join(SCHEMES)
     )
     p.add_argument("--sizes", type=int_list, default="128,256,512", help="comma list of N (even, >= 8)")
-    p.add_argument("--precisions", type=comma_list, default="float32,float64")
-    p.add_argument("--ensembles", type=int_list, default="1,8", help="comma list of ensemble sizes M")
+    p.add_argument("--precisions", type=precision_list, default="float32,float64")
+    p.add_argument("--ensembles", type=positive_int_list, default="1,8", help="comma list of ensemble sizes M")
     p.add_argument("--steps", type=positive_int, default=50, help="steps per timed call")
     p.add_argument("--repeats", type=positive_int, default=5)
     args = p.parse_args(argv)
@@ -90,10 +97,6 @@ def main(argv=None):
             p.error(f"--schemes: unknown scheme {name!r}; allowed: {', '.join(SCHEMES)}")
     if not args.sizes or any(n < 8 or n % 2 for n in args.sizes):
         p.error(f"--sizes must be even integers >= 8 (got {','.join(map(str, args.sizes))})")
-    if not set(args.precisions) <= {"float32", "float64"} or not args.precisions:
-        p.error(f"--precisions must be float32 and/or float64 (got {','.join(args.precisions)})")
-    if not args.ensembles or min(args.ensembles) < 1:
-        p.error(f"--ensembles must be integers >= 1 (got {','.join(map(str, args.ensembles))})")
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind} ({jax.default_backend()}), jax {jax.__version__}, {len(jax.devices())} device(s)")
     head = (

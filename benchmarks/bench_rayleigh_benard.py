@@ -20,7 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from solvers.common.cli import OneLineArgumentParser, comma_list, int_list, positive_int, scale_list
+from solvers.common.cli import (
+    OneLineArgumentParser,
+    positive_int,
+    positive_int_list,
+    precision_list,
+    scale_list,
+)
 from solvers.rayleigh_benard import rb_core as rb
 
 
@@ -44,8 +50,8 @@ def bench_one(nx, nz, precision, m, steps, repeats, rayleigh, dt):
 def main(argv=None):
     p = OneLineArgumentParser(prog="python -m benchmarks.bench_rayleigh_benard", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=scale_list, default="128x32,256x64", help="comma list of nx x nz")
-    p.add_argument("--precisions", type=comma_list, default="float32,float64")
-    p.add_argument("--ensembles", type=int_list, default="1,4", help="comma list of ensemble sizes M")
+    p.add_argument("--precisions", type=precision_list, default="float32,float64")
+    p.add_argument("--ensembles", type=positive_int_list, default="1,4", help="comma list of ensemble sizes M")
     p.add_argument("--steps", type=positive_int, default=20, help="steps per timed call")
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--rayleigh", type=float, default=1e6)
@@ -53,10 +59,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     if any(nx % 2 or nx < 4 or nz < 8 for nx, nz in args.sizes):
         p.error(f"--sizes: nx must be even >= 4 and nz >= 8 (got {','.join(f'{a}x{b}' for a, b in args.sizes)})")
-    if not set(args.precisions) <= {"float32", "float64"} or not args.precisions:
-        p.error(f"--precisions must be float32 and/or float64 (got {','.join(args.precisions)})")
-    if not args.ensembles or min(args.ensembles) < 1:
-        p.error(f"--ensembles must be integers >= 1 (got {','.join(map(str, args.ensembles))})")
     for name in ("rayleigh", "dt"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             p.error(f"--{name} must be a finite number > 0 (got {getattr(args, name):g})")

@@ -54,6 +54,22 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """argparse type: a non-empty comma list of integers >= 1 (e.g. ensemble sizes)."""
+    values = int_list(text)
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"must be integers >= 1 (got {text!r})")
+    return values
+
+
+def precision_list(text: str) -> tuple[str, ...]:
+    """argparse type: a non-empty comma list from float32, float64."""
+    values = comma_list(text)
+    if not values or not set(values) <= {"float32", "float64"}:
+        raise argparse.ArgumentTypeError(f"must be float32 and/or float64 (got {text!r})")
+    return values
+
+
 def scale_list(text: str) -> tuple[tuple[int, int], ...]:
     """argparse type for AxB pairs (VQ-VAE scales, grid sizes): ``1x1,2x2,4x8`` → ((1, 1), (2, 2), (4, 8))."""
     try:
