@@ -125,6 +125,8 @@ class TrainConfig:
                 return
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
                 raise ValueError(f"--{name} must be an integer >= {minimum} (got {v!r})")
+            if name in STEP_COUNTS and v > MAX_STEPS:
+                raise ValueError(f"--{name} must be <= {MAX_STEPS} (the step counter is a 32-bit integer; got {v})")
             object.__setattr__(self, name, int(v))
 
         def number(name, lo, lo_open=False, hi=math.inf):
@@ -190,6 +192,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+MAX_STEPS = 2**31 - 1  # the optimiser's step count and the schedules run on int32
+STEP_COUNTS = ("steps", "warmup_steps", "log_every", "checkpoint_every", "restart_every")
 
 
 def default_scales(latent_shape: tuple[int, int]) -> tuple[tuple[int, int], ...]:

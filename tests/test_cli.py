@@ -1,8 +1,8 @@
-"""solvers.common.cli: file-system errors become one line naming the path (exit code 2 in every CLI)."""
+"""solvers.common.cli: file-system and out-of-memory errors become one line (exit code 2 in every CLI)."""
 
 import errno
 
-from solvers.common.cli import os_error_text
+from solvers.common.cli import os_error_text, out_of_memory_text
 
 
 def test_os_error_names_the_path_and_the_reason():
@@ -21,3 +21,11 @@ def test_h5py_open_failure_is_reduced_to_path_and_reason():
 
 def test_other_os_errors_keep_their_first_line():
     assert os_error_text(OSError("disk quota exceeded\ndetails")) == "disk quota exceeded"
+
+
+def test_out_of_memory_is_recognised_in_the_cpu_and_gpu_wordings():
+    cpu = RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 32000000000 bytes.")
+    gpu = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2147483648 bytes.\nBufferAssignment")
+    assert "an allocation of 29.8 GiB failed" in out_of_memory_text(cpu)
+    assert "an allocation of 2 GiB failed" in out_of_memory_text(gpu)
+    assert out_of_memory_text(RuntimeError("INTERNAL: something else")) is None

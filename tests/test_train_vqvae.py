@@ -16,6 +16,7 @@ import equinox as eqx
 import numpy as np
 import pytest
 
+from models import train_vqvae
 from models.models import load
 from models.train_vqvae import TrainConfig, decay_mask, default_scales, main, train
 from solvers.common.hdf5_utils import Grid, create_writer
@@ -235,6 +236,7 @@ def _nan_file(path):
         (["--ch_mult", "1,2,2,2,2,2"], "not divisible by the downsampling factor 32"),
         (["--batch_size", "20"], "exceeds the 14 training samples"),
         (["--warmup_steps", "6"], "--warmup_steps"),
+        (["--steps", str(2**31)], "--steps must be <= 2147483647"),  # was an OverflowError traceback in the step
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(data, tmp_path, capsys, extra, message):
@@ -262,6 +264,18 @@ def test_non_finite_data_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "non-finite" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_out_of_memory_is_one_line_exit_2(data, tmp_path, capsys, monkeypatch):
+    import jax
+
+    def too_big(*args, **kwargs):  # what XLA raises for an allocation it cannot make (here: --ch 1000000 on a CPU)
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 144000000000000 bytes.")
+
+    monkeypatch.setattr(train_vqvae, "train", too_big)
+    assert main(argv(data, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of device memory: an allocation of 1.34e+05 GiB failed" in err, err
 
 
 def test_existing_output_dir_is_refused_untouched(data, tmp_path, capsys):

@@ -130,6 +130,19 @@ def os_error_text(err: OSError) -> str:
     return f"{h5[1]}: {h5[2]}" if h5 else text
 
 
+def out_of_memory_text(err: Exception) -> str | None:
+    """One line for an XLA allocation failure (settings too large for the device), else None."""
+    text = str(err)
+    if "RESOURCE_EXHAUSTED" not in text:
+        return None
+    m = re.search(r"Out of memory (?:while trying to )?allocat\w* (\d+) bytes", text)
+    size = f" {int(m[1]) / 2**30:.3g} GiB" if m else ""
+    return (
+        f"out of device memory: an allocation of{size} failed; lower the sizes that set memory "
+        "(grid, --n_trajectories, batch size, model width, codebook size)"
+    )
+
+
 def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: list[str] | None) -> int:
     """The body of every Gust CLI that builds a config and runs it (solvers, training): parse, build the frozen
     config (its ValueErrors become one-line errors, exit 2), join a distributed run if asked, call
@@ -161,6 +174,10 @@ def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: 
         return fail(prog, os_error_text(e))
     except BlowUpError as e:
         return fail(prog, str(e), EXIT_RUN_FAILED)
+    except RuntimeError as e:  # jax.errors.JaxRuntimeError is one (BlowUpError too: caught above)
+        if (text := out_of_memory_text(e)) is None:
+            raise
+        return fail(prog, text)
     import jax
 
     if jax.process_index() == 0:
@@ -181,6 +198,10 @@ def tool_main(prog: str, parser: argparse.ArgumentParser, body, argv: list[str] 
         return fail(prog, str(err))
     except OSError as err:
         return fail(prog, os_error_text(err))
+    except RuntimeError as err:
+        if (oom := out_of_memory_text(err)) is None:
+            raise
+        return fail(prog, oom)
     print(text)
     return 0
 
