@@ -29,3 +29,8 @@ def test_out_of_memory_is_recognised_in_the_cpu_and_gpu_wordings():
     assert "an allocation of 29.8 GiB failed" in out_of_memory_text(cpu)
     assert "an allocation of 2 GiB failed" in out_of_memory_text(gpu)
     assert out_of_memory_text(RuntimeError("INTERNAL: something else")) is None
+    host = MemoryError("Unable to allocate 745. GiB for an array with shape (100000000001,) and data type float64")
+    assert out_of_memory_text(host) == (
+        "out of host memory: Unable to allocate 745. GiB for an array with shape (100000000001,) and data type "
+        "float64; lower the sizes that set memory"
+    )

@@ -131,8 +131,12 @@ def os_error_text(err: OSError) -> str:
 
 
 def out_of_memory_text(err: Exception) -> str | None:
-    """One line for an XLA allocation failure (settings too large for the device), else None."""
+    """One line for an allocation failure (settings too large for the machine): XLA's RESOURCE_EXHAUSTED or Python's
+    MemoryError (numpy's "Unable to allocate ..."); None for any other error."""
     text = str(err)
+    if isinstance(err, MemoryError):
+        first = text.splitlines()[0] if text else "an allocation failed"
+        return f"out of host memory: {first}; lower the sizes that set memory"
     if "RESOURCE_EXHAUSTED" not in text:
         return None
     m = re.search(r"Out of memory (?:while trying to )?allocat\w* (\d+) bytes", text)
@@ -174,7 +178,7 @@ def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: 
         return fail(prog, os_error_text(e))
     except BlowUpError as e:
         return fail(prog, str(e), EXIT_RUN_FAILED)
-    except RuntimeError as e:  # jax.errors.JaxRuntimeError is one (BlowUpError too: caught above)
+    except (RuntimeError, MemoryError) as e:  # jax.errors.JaxRuntimeError is one (BlowUpError too: caught above)
         if (text := out_of_memory_text(e)) is None:
             raise
         return fail(prog, text)
@@ -198,7 +202,7 @@ def tool_main(prog: str, parser: argparse.ArgumentParser, body, argv: list[str] 
         return fail(prog, str(err))
     except OSError as err:
         return fail(prog, os_error_text(err))
-    except RuntimeError as err:
+    except (RuntimeError, MemoryError) as err:
         if (oom := out_of_memory_text(err)) is None:
             raise
         return fail(prog, oom)
