@@ -452,7 +452,7 @@ def run_sweep(
     """
     from tqdm import tqdm
 
-    from solvers.common.driver import BlowUpError
+    from solvers.common.driver import BlowUpError, check_memory
 
     if not 0 <= shard < spec.n_shards:
         raise ValueError(f"--shard {shard}/{spec.n_shards}: the index must be in [0, {spec.n_shards})")
@@ -460,6 +460,11 @@ def run_sweep(
         raise ValueError("--overwrite cannot be combined with --shard (another shard may be writing); clear the dir")
     output_dir = Path(output_dir)
     points = make_points(spec)
+    for point in points[shard :: spec.n_shards]:  # this shard's ensembles must fit, checked before anything is written
+        try:
+            check_memory(point.config)
+        except ValueError as e:
+            raise ValueError(f"point {point.point_id}: {e}") from None
     definition = spec.definition()
     by_index = {p.index: p for p in points}
     path = output_dir / manifest_name(shard, spec.n_shards)

@@ -214,6 +214,7 @@ def test_overwrite_deletes_only_what_the_manifest_lists(done, tmp_path, capsys):
         (["--param", "rayleigh=1e6", "--seeds", "0", "--set", "seed=3"], "use either --seeds or --set seed"),
         (["--param", "rayleigh=1e6", "--split", "train=0.8,test=0.1"], "fractions sum to 0.9, not 1"),
         (["--param", "rayleigh=1e6", "--shard", "2/2"], "--shard '2/2': expected I/N with 0 <= I < N"),
+        (["--param", "n_trajectories=1,100000000000"], "point 0001_n_trajectories100000000000: --n_trajectories"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
