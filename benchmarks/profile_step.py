@@ -2,6 +2,7 @@
 
     python -m benchmarks.profile_step --output_dir ./profile [--workloads py2d,rb,vqvae] [--py2d_n 1024]
         [--rb_grid 512x128] [--vq_size 128] [--vq_batch 32] [--frames 8] [--vq_steps 40] [--precision float32]
+        [--state_seconds 60]
 
 For each workload it runs the real entry point twice (``JAX_COMPILATION_CACHE_DIR`` spares the second call the XLA
 compilation):
@@ -21,7 +22,8 @@ Triton GEMMs, ``dot``/``convolution``), copy/transpose, memcpy (host↔device an
 elementwise/reduction, other. The union of all device events inside the loop over its length is the busy fraction;
 the rest is time the device waited for the host (launch gaps, Python, I/O). Figures go to stdout and
 ``--output_dir/profile.json`` with the 15 costliest kernels of each workload; the traces stay in
-``--output_dir/<workload>/``.
+``--output_dir/<workload>/``. ``--state_seconds`` is the solvers' flag (default 60: the full state goes with the
+first and last frames only in these short runs; 0 saves it with every frame, as the solvers did before the flag).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+
+from solvers.common.cli import DEFAULT_STATE_SECONDS
 
 KINDS = ("fft", "matmul/conv", "copy/transpose", "memcpy", "elementwise/reduce", "other")
 
@@ -169,7 +173,9 @@ def workload_py2d(args, work: Path, out: Path) -> dict:
         cfg = Py2DConfig(
             NX=n, dt=dt, t_total=frames * per_frame * dt, save_interval=per_frame * dt, precision=args.precision
         )
-        return lambda: run(cfg, work / "py2d", overwrite=True, progress=False, log=lambda s: None)
+        return lambda: run(
+            cfg, work / "py2d", overwrite=True, progress=False, log=lambda s: None, state_seconds=args.state_seconds
+        )
 
     res = profile(make_run, args.frames, per_frame, out / "py2d")
     bare = 1e3 * bench_one("ab2cn", n, args.precision, 1, per_frame, 3)[0]  # the benchmark's bare step loop
@@ -189,7 +195,9 @@ def workload_rb(args, work: Path, out: Path) -> dict:
             rayleigh=1e8, nx=nx, nz=nz, dt=dt, t_total=frames * interval, save_interval=interval,
             precision=args.precision, fields=("buoyancy", "u", "w", "pressure"),
         )  # fmt: skip
-        return lambda: run(cfg, work / "rb", overwrite=True, progress=False, log=lambda s: None)
+        return lambda: run(
+            cfg, work / "rb", overwrite=True, progress=False, log=lambda s: None, state_seconds=args.state_seconds
+        )
 
     res = profile(make_run, args.frames, round(interval / dt), out / "rb")
     bare = 1e3 * bench_one(nx, nz, args.precision, 1, 100, 3, 1e8, dt)[0]  # the benchmark's bare step loop
@@ -235,6 +243,12 @@ def main(argv=None) -> int:
     p.add_argument("--vq_steps", type=int, default=40, help="VQ-VAE training steps traced (default 40)")
     p.add_argument("--frames", type=int, default=8, help="saved frames of the traced solver runs (default 8)")
     p.add_argument("--precision", choices=("float32", "float64"), default="float32")
+    p.add_argument(
+        "--state_seconds",
+        type=float,
+        default=DEFAULT_STATE_SECONDS,
+        help=f"the solvers' --state_seconds (default {DEFAULT_STATE_SECONDS:g}; 0: the state with every frame)",
+    )
     args = p.parse_args(argv)
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     bad = [w for w in names if w not in WORKLOADS]

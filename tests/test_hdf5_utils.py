@@ -161,7 +161,7 @@ def test_typed_attrs_survive(tmp_path):
     path = write_complete(tmp_path / "run.h5")
     with open_dataset(path) as g:
         a = g.attrs
-        assert a["format"] == "gust" and a["format_version"] == "1.0"
+        assert a["format"] == "gust" and a["format_version"] == "1.1"
         assert type(a["Re"]) is float and a["Re"] == 100.0
         assert type(a["seed"]) is int and a["seed"] == 42
         assert type(a["stochastic"]) is bool and a["stochastic"] is True
@@ -423,6 +423,63 @@ def test_resume_and_finalize(tmp_path):
         np.testing.assert_array_equal(g.read("u"), all_frames(6))
     with pytest.raises(GustFormatError, match="complete"):
         open_for_resume(path)
+
+
+def test_state_saved_less_often_than_commits_rewinds_on_resume(tmp_path):
+    path = tmp_path / "run.h5"
+    w = new_writer(path)
+    write_chunk(w, 0, 2)
+    w.write_diagnostics([0.0], {"energy": np.ones((1, 2)), "enstrophy": np.ones((1, 2))})
+    w.write_state(state_for(2), step=10, time=0.5)
+    w.commit()
+    write_chunk(w, 2, 2)  # two more commits without a state
+    w.commit()
+    write_chunk(w, 4, 2)
+    w.write_diagnostics([1.0], {"energy": np.ones((1, 2)), "enstrophy": np.ones((1, 2))})
+    w.commit()
+    assert w.state_counts == (2, 1) and w.n_samples_written == 6
+    w.close()
+    with open_dataset(path) as g:
+        assert g.state_counts == (2, 1) and g.n_samples == 6 and g.n_diag == 2
+        assert "(the latest with 2 samples)" in hu.info(path)
+    assert validate(path) == ["incomplete: 6/6 samples written"]  # the older state is valid
+
+    w = open_for_resume(path)
+    w.rewind_to_state()
+    assert (w.n_samples_written, w.n_diag_written, w.n_state_saves) == (2, 1, 1)
+    with open_dataset(path) as g:  # readers see the rewound prefix at once
+        assert (g.n_samples, g.n_diag) == (2, 1)
+        np.testing.assert_array_equal(g.read("u"), all_frames(2))
+    w.rewind_to_state()  # nothing more to rewind
+    assert w.n_samples_written == 2
+    write_chunk(w, 2, 4)
+    w.write_state(state_for(6), step=30, time=1.5)
+    w.commit()
+    w.finalize()
+    assert validate(path) == []
+    with open_dataset(path) as g:
+        assert g.state_counts == (6, 1)
+        np.testing.assert_array_equal(g.read("u"), all_frames(6))
+
+
+def test_state_counts_beyond_the_commit_record_fail_validation(tmp_path):
+    path = write_complete(tmp_path / "run.h5")
+    with h5py.File(path, "r+") as f:
+        slot = f[f"state/slot{(int(f['progress'][2]) - 1) % 2}"]
+        slot["counts"][...] = [7, 0]  # more samples than the 6 committed
+    problems = validate(path)
+    assert len(problems) == 1 and "counts: [7, 0] outside the committed counts [6, 4]" in problems[0], problems
+
+
+def test_format_1_0_file_without_state_counts_reads_them_from_progress(tmp_path):
+    path = write_complete(tmp_path / "run.h5")
+    with h5py.File(path, "r+") as f:  # a 1.0 writer created no counts and saved the state with every commit
+        for k in (0, 1):
+            del f[f"state/slot{k}/counts"]
+        f.attrs["format_version"] = "1.0"
+    assert validate(path) == []
+    with open_dataset(path) as g:
+        assert g.state_counts == (6, 4) and list(g.read_state()[0]) == ["omega_hat", "rng_key"]
 
 
 def test_field_stats_match_numpy(tmp_path, monkeypatch):

@@ -160,6 +160,53 @@ def test_killed_run_keeps_its_samples_and_resumes_to_the_uninterrupted_result(tm
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("state_seconds,state_at", [("0", 3), ("1e9", 1)])
+def test_resume_continues_from_the_last_saved_state(
+    tmp_path, monkeypatch, capsys, interrupted_at_chunk, state_seconds, state_at
+):
+    """The state is saved with frame 0, the last frame and the first frame after every --state_seconds (0: every
+    frame); a resumed run rewinds to it, recomputes the frames after it and ends bit-for-bit as a straight run."""
+    real = solver.make_simulation
+    monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(4, real))
+    with pytest.raises(KeyboardInterrupt):
+        cli(tmp_path, "--state_seconds", state_seconds)
+    path = next((tmp_path / "out").glob("*.h5"))
+    with hdf5_utils.open_dataset(path) as f:
+        assert f.n_samples == 3 and f.state_counts[0] == state_at  # frames 0–2 committed; the state after frame 2 or 0
+        assert f.n_state_saves == state_at
+    monkeypatch.setattr(solver, "make_simulation", real)
+    capsys.readouterr()
+    assert cli(tmp_path, "--resume", "--state_seconds", state_seconds)[0] == 0
+    err = capsys.readouterr().err
+    assert f"at frame {state_at}/5" in err
+    assert ("recomputed" in err) == (state_at < 3), err
+    resumed, r_samples, r_diag, complete = read_all(path)
+    assert complete and hdf5_utils.validate(path) == []
+    with hdf5_utils.open_dataset(path) as f:
+        assert f.state_counts == (5, f.n_diag)  # the last frame always carries the state
+    assert cli(tmp_path, out="straight")[0] == 0
+    straight, s_samples, s_diag, _ = read_all(next((tmp_path / "straight").glob("*.h5")))
+    np.testing.assert_array_equal(resumed, straight)
+    np.testing.assert_array_equal(r_samples["step"], s_samples["step"])
+    np.testing.assert_array_equal(r_diag["time"], s_diag["time"])
+    np.testing.assert_array_equal(r_diag["energy"], s_diag["energy"])
+
+
+def test_state_is_saved_with_the_first_frame_after_each_interval(tmp_path, monkeypatch):
+    clock = {"t": 0.0}
+
+    def tick():  # every call of the driver's clock advances it by 1 s
+        clock["t"] += 1.0
+        return clock["t"]
+
+    monkeypatch.setattr(driver, "_now", tick)
+    assert cli(tmp_path, "--t_total", "0.5", "--state_seconds", "2.5")[0] == 0
+    with hdf5_utils.open_dataset(next((tmp_path / "out").glob("*.h5"))) as f:
+        # frame 0 saves; the clock starts at 1; frames 1–9 each read it once (2, 3, 4: 3 s ≥ 2.5 → save, which reads
+        # it again: 5), so saves fall on frames 3, 6, 9, and the last frame (10) always saves: 5 saves
+        assert f.n_samples == 11 and f.n_state_saves == 5 and f.state_counts[0] == 11
+
+
 def test_resume_with_different_settings_is_refused(tmp_path, capsys):
     assert cli(tmp_path)[0] == 0
     capsys.readouterr()
@@ -261,6 +308,8 @@ def test_taylor_green_run_decays_at_the_viscous_rate(tmp_path):
         (["--dt", "1e-300"], "is 5e+298 steps of --dt=1e-300; at most 2147483647 steps are allowed"),
         (["--t_total", "1e12"], "is 2e+13 save intervals; at most 2147483646 are allowed"),
         (["--n_trajectories", "100000000000"], "--n_trajectories 100000000000 needs at least"),
+        (["--state_seconds", "-1"], "--state_seconds must be a finite number >= 0 (got -1.0)"),
+        (["--state_seconds", "nan"], "--state_seconds must be a finite number >= 0 (got nan)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):

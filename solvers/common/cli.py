@@ -147,10 +147,18 @@ def out_of_memory_text(err: Exception) -> str | None:
     )
 
 
-def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: list[str] | None) -> int:
+def run_main(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    config_cls,
+    run,
+    argv: list[str] | None,
+    run_options: tuple[str, ...] = (),
+) -> int:
     """The body of every Gust CLI that builds a config and runs it (solvers, training): parse, build the frozen
     config (its ValueErrors become one-line errors, exit 2), join a distributed run if asked, call
-    ``run(config, output_dir, ...)`` and print the output path (process 0)."""
+    ``run(config, output_dir, ...)`` (plus the parsed ``run_options`` as keywords: settings of the execution
+    that are not part of the config) and print the output path (process 0)."""
     from .driver import BlowUpError
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -171,6 +179,7 @@ def run_main(prog: str, parser: argparse.ArgumentParser, config_cls, run, argv: 
             resume=args.resume,
             progress=not args.no_progress,
             argv=[*prog.split(), *argv],
+            **{name: getattr(args, name) for name in run_options},
         )
     except (ValueError, FileExistsError) as e:
         return fail(prog, str(e))
@@ -210,9 +219,16 @@ def tool_main(prog: str, parser: argparse.ArgumentParser, body, argv: list[str] 
     return 0
 
 
+# the run_main ``run_options`` that add_run_flags defines (driver.run keywords, not part of the solver's config)
+SOLVER_RUN_OPTIONS = ("state_seconds",)
+# the full state is twice a frame of ω at 1024² (py2d, float32): saving it with every frame tripled the host
+# I/O per frame of the production loop (benchmarks.profile_step on an H200)
+DEFAULT_STATE_SECONDS = 60.0
+
+
 def add_run_flags(parser: argparse.ArgumentParser, d) -> None:
     """The flags every solver shares, with defaults from its config ``d``: time grid, precision, ensemble,
-    overwrite/resume, progress and the ``jax.distributed`` flags."""
+    overwrite/resume and state saves, progress and the ``jax.distributed`` flags."""
     g = parser.add_argument_group("time grid")
     g.add_argument(
         "--t_total", type=float, default=d.t_total, help=f"saved duration after spin-up (default {d.t_total:g})"
@@ -249,6 +265,17 @@ def add_run_flags(parser: argparse.ArgumentParser, d) -> None:
         help="ensemble size M, advanced together and sharded over all visible devices (default 1)",
     )
     g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last committed frame")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last saved state (the frames committed after it are recomputed)",
+    )
+    g.add_argument(
+        "--state_seconds",
+        type=float,
+        default=DEFAULT_STATE_SECONDS,
+        help="wall-clock seconds between saves of the full state that --resume continues from, saved with the "
+        f"first frame after each interval and with the last (default {DEFAULT_STATE_SECONDS:g}; 0: every frame)",
+    )
     g.add_argument("--no_progress", action="store_true", help="no progress bar")
     add_distributed_flags(parser)

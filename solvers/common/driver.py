@@ -9,8 +9,10 @@ A solver supplies a :class:`Simulation` (its configuration and jitted functions)
    (:func:`trajectory_sharding`; on several processes under ``jax.distributed`` each holds its shards);
 3. runs the unsaved spin-up, writes frame 0, then advances one save interval per jitted ``chunk`` call,
    dispatching the next chunk before writing the current one so that I/O overlaps computation;
-4. after each frame writes samples, diagnostics and the state, then commits (``hdf5_utils``), so a killed
-   run keeps every committed frame and resumes bit-for-bit;
+4. after each frame writes samples and diagnostics, then commits (``hdf5_utils``), so a killed run keeps
+   every committed frame; the full-precision state goes with frame 0, the last frame and the first frame
+   after every ``state_seconds`` of wall time, and a resumed run continues bit-for-bit from the latest one
+   (rewriting the frames after it);
 5. on a chunk that fails the solver's check (non-finite, CFL) lets the solver redo it from its start state
    at a smaller dt (adaptive stepping: ``Simulation.retry``) or stops, keeping every good frame, with the
    reason in the file.
@@ -35,7 +37,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import hdf5_utils
-from .cli import check_seed
+from .cli import DEFAULT_STATE_SECONDS, check_seed
 
 
 class BlowUpError(RuntimeError):
@@ -158,7 +160,7 @@ class Simulation(Protocol):
     diagnostic_names: tuple[str, ...]
     progress_diagnostics: dict[str, str]  # diagnostic name → progress-bar label (max over the ensemble)
 
-    def initial_state(self) -> Any: ...  # placed on the devices
+    def initial_state(self) -> Any: ...  # placed on the devices; a pytree with ``.step``, the (M,) step counters
     def check_initial(self, state) -> str: ...  # ValueError if the run must not start; else a log note
     def advance(self, state, n_steps: int) -> Any: ...
     def chunk(self, state) -> tuple[Any, dict, Any, Any]: ...  # (state, fields, diags (rows, M, n), finite (M,))
@@ -264,16 +266,38 @@ def frame_time(cfg: RunConfig, frame: int) -> float:
     return cfg.spinup_time + frame * cfg.save_interval
 
 
-def _write_frame(sim: Simulation, writer, frame: int, fields: dict, state) -> int:
-    """Write one frame's samples and the state; return the step count reached (the solver's step counter)."""
+def _steps(state, m: int) -> np.ndarray:
+    """The (M,) step counters of a device state (only they are copied to the host)."""
+    return np.broadcast_to(np.asarray(gather(state.step), dtype=np.int64), (m,))
+
+
+def _write_frame(sim: Simulation, writer, frame: int, fields: dict, state, save_state: bool) -> int:
+    """Write one frame's samples and, if ``save_state``, the full state (copied to the host only then); return
+    the step count reached (the solver's step counter)."""
     cfg = sim.cfg
     m = cfg.n_trajectories
-    arrays = sim.state_arrays(gather(state))
-    steps = np.broadcast_to(np.asarray(arrays["step_counter"], dtype=np.int64), (m,))
+    steps = _steps(state, m)
     t = frame_time(cfg, frame)
     writer.write_samples(fields, time=np.full(m, t), trajectory=np.arange(m, dtype=np.int64), step=steps)
-    writer.write_state(arrays, int(steps.max()), t)
+    if save_state:
+        writer.write_state(sim.state_arrays(gather(state)), int(steps.max()), t)
     return int(steps.max())
+
+
+def _now() -> float:
+    """The clock of the state saves (a module function, so that tests can replace it)."""
+    return walltime.monotonic()
+
+
+def _state_due(last_save: float, state_seconds: float) -> bool:
+    """Whether ``state_seconds`` of wall time have passed since ``last_save``; on several processes process 0
+    decides for all (the state's gather is collective, so every process must agree)."""
+    due = _now() - last_save >= state_seconds
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        due = bool(multihost_utils.broadcast_one_to_all(np.bool_(due)))
+    return due
 
 
 def _spin_up(sim: Simulation, state, progress: bool):
@@ -292,10 +316,13 @@ def _spin_up(sim: Simulation, state, progress: bool):
     return state
 
 
-def _run_frames(sim: Simulation, writer, state, start: int, progress: bool, log: Callable[[str], None]) -> None:
-    """Advance and write frames ``start … n_frames−1``, committing each one. The next chunk is dispatched
-    before the current one is checked and written; a chunk that fails the check is redone from its start
-    state if the solver chooses a smaller dt (``sim.retry``), else stops the run before it is written."""
+def _run_frames(
+    sim: Simulation, writer, state, start: int, progress: bool, log: Callable[[str], None], state_seconds: float
+) -> None:
+    """Advance and write frames ``start … n_frames−1``, committing each one, with the state at the first frame
+    after every ``state_seconds`` and at the last. The next chunk is dispatched before the current one is
+    checked and written; a chunk that fails the check is redone from its start state if the solver chooses a
+    smaller dt (``sim.retry``), else stops the run before it is written."""
     from tqdm import tqdm
 
     cfg = sim.cfg
@@ -309,7 +336,8 @@ def _run_frames(sim: Simulation, writer, state, start: int, progress: bool, log:
         dynamic_ncols=True,
         file=sys.stderr,
     )
-    steps = int(np.max(sim.state_arrays(gather(state))["step_counter"]))
+    steps = int(_steps(state, cfg.n_trajectories).max())
+    last_save = _now()
     pending = sim.chunk(state) if start < cfg.n_frames else None
     with bar:
         for frame in range(start, cfg.n_frames):
@@ -332,8 +360,11 @@ def _run_frames(sim: Simulation, writer, state, start: int, progress: bool, log:
             rows = diags.shape[0]
             t_diag = frame_time(cfg, frame - 1) + cfg.save_interval * np.arange(1, rows + 1) / rows
             writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(names)})
-            steps_before, steps = steps, _write_frame(sim, writer, frame, fields, new_state)
+            save_state = frame == cfg.n_frames - 1 or _state_due(last_save, state_seconds)
+            steps_before, steps = steps, _write_frame(sim, writer, frame, fields, new_state, save_state)
             writer.commit()
+            if save_state:
+                last_save = _now()
             rate = (steps - steps_before) / max(walltime.perf_counter() - t0, 1e-12)
             post = {label: f"{diags[:, :, i].max():.3f}" for label, i in shown.items()}
             bar.set_postfix(t=f"{t_diag[-1]:.4g}", steps_s=f"{rate:.0f}", **post, refresh=False)
@@ -351,13 +382,19 @@ def run(
     progress: bool = True,
     argv: list[str] | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    state_seconds: float = DEFAULT_STATE_SECONDS,
 ) -> Path:
     """Run ``make_simulation(cfg)`` into ``output_dir / cfg.output_name()``; return the output path.
+
+    The full state (what ``resume`` continues from) is saved with frame 0, the last frame and the first frame
+    after every ``state_seconds`` of wall time (0: every frame); a resumed run recomputes the frames after it.
 
     The simulation is built and run inside ``jax.enable_x64(cfg.precision == "float64")``. Raises
     ValueError for bad settings (before anything is written), FileExistsError for an existing output
     without ``overwrite``/``resume``, and BlowUpError when the solution becomes non-finite.
     """
+    if not (math.isfinite(state_seconds) and state_seconds >= 0):
+        raise ValueError(f"--state_seconds must be a finite number >= 0 (got {state_seconds!r})")
     output_dir = Path(output_dir)
     path = output_dir / cfg.output_name()
     check_memory(cfg)
@@ -374,9 +411,11 @@ def run(
             if existing.complete:
                 log(f"{path} is already complete ({existing.n_samples} samples); nothing to resume")
                 return path
-            if existing.n_samples % cfg.n_trajectories:
-                raise hdf5_utils.GustFormatError(f"{path}: committed samples not a multiple of the trajectories")
-            start = existing.n_samples // cfg.n_trajectories
+            at_state = existing.state_counts[0]  # samples written when the latest state was saved
+            if at_state % cfg.n_trajectories:
+                raise hdf5_utils.GustFormatError(f"{path}: the saved state's samples are not a multiple of M")
+            start = at_state // cfg.n_trajectories
+            redo = existing.n_samples // cfg.n_trajectories - start
             saved, _, _ = existing.read_state()
     with jax.enable_x64(cfg.precision == "float64"):
         sim = make_simulation(cfg)
@@ -389,12 +428,15 @@ def run(
         if is_writer:
             output_dir.mkdir(parents=True, exist_ok=True)
             writer = hdf5_utils.open_for_resume(path) if resumed else sim.new_writer(path, overwrite, argv)
+            if resumed:
+                writer.rewind_to_state()
         else:
             writer = _NoWriter()
         try:
             if resumed:
                 state = place(sim.state_from_arrays(saved), trajectory_sharding(cfg.n_trajectories))
-                log(f"resuming {path} at frame {start}/{cfg.n_frames}")
+                again = f"; its {redo} committed frame(s) after the last saved state are recomputed" if redo else ""
+                log(f"resuming {path} at frame {start}/{cfg.n_frames}{again}")
             else:
                 state = fresh
                 log(f"writing {path}  ({note}, {len(jax.devices())} device(s))")
@@ -402,10 +444,10 @@ def run(
                     state = _spin_up(sim, state, progress)
                     if not np.all([np.isfinite(a).all() for a in jax.tree.leaves(gather(state))]):
                         _stop(writer, f"blow-up during the spin-up (t < {cfg.spinup_time:g}); reduce --dt")
-                _write_frame(sim, writer, 0, gather(sim.frame(state)), state)
+                _write_frame(sim, writer, 0, gather(sim.frame(state)), state, save_state=True)
                 writer.commit()
                 start = 1
-            _run_frames(sim, writer, state, start, progress, log)
+            _run_frames(sim, writer, state, start, progress, log, state_seconds)
             writer.finalize(complete=True, stop_reason="completed")
         except BaseException:
             writer.close()

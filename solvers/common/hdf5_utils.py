@@ -1,13 +1,15 @@
 """Gust's common HDF5 format: the one writer and reader of solver output.
 
-Layout (format "gust", version "1.0"):
+Layout (format "gust", version "1.1"):
 
     /fields/{name}            (N, H, W) float32, contiguous; axis 1 vertical (y or z), axis 2 x.
                               attrs: dims = ["sample", y|z, "x"], mean/std/min/max (float64, NaN until finalize)
     /samples/time             (N,) float64      /samples/trajectory, /samples/step  (N,) int64
     /grid/x, /grid/{y|z}      (W,), (H,) float64; attrs: boundary ("periodic"|"wall"), uniform, length
     /diagnostics/time         (D,) float64      /diagnostics/{name}  (D, n_trajectories) float64
-    /state/slot0/*, slot1/*   two copies of the latest full-precision solver state, plus step/time scalars
+    /state/slot0/*, slot1/*   two copies of the latest full-precision solver state, plus step/time scalars and
+                              counts (2,) int64: [n_samples, n_diag] written when that state was saved (new in 1.1;
+                              a 1.0 file, which saved the state with every commit, is read as counts = /progress)
     /progress                 int64 [n_samples_written, n_diag_written, n_state_saves] -- the commit record
     root attrs                format, format_version, complete, stop_reason, plus the caller's attrs
 
@@ -17,6 +19,8 @@ data of those contiguous datasets is written; `commit()` flushes the data and on
 counters into /progress and flushes again. Readers trust /progress alone, so a process killed at any
 moment (SIGKILL, OOM killer, preemption) leaves a file that opens, validates and exposes exactly the
 committed samples. The valid state slot is (n_state_saves - 1) % 2; the next state goes to the other one.
+The state need not be saved with every commit: a resumed run rewinds the counters to the state's `counts`
+(`GustWriter.rewind_to_state`) and rewrites what came after it.
 The default libver is used on purpose: latest-format superblocks record "open for writing" and refuse to
 open after a crash. The guarantee covers the death of the writing process, not an OS crash or power
 loss (nothing is fsynced). Readers open with locking=False so a file can be inspected during a run.
@@ -64,11 +68,12 @@ __all__ = [
 ]
 
 FORMAT_NAME = "gust"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 
 BOUNDARIES = ("periodic", "wall")
 VERTICAL_NAMES = ("y", "z")
 STAT_NAMES = ("mean", "std", "min", "max")
+STATE_SCALARS = ("step", "time", "counts")  # per-slot bookkeeping, not solver state
 SAMPLE_DATASETS = {"time": np.float64, "trajectory": np.int64, "step": np.int64}
 RESERVED_ATTRS = ("format", "format_version", "complete", "stop_reason")
 PROVENANCE_KEYS = ("code_version", "library_versions", "jax_backend", "command_line", "created")
@@ -268,6 +273,7 @@ class _Layout:
     state_spec: dict[str, tuple[tuple[int, ...], np.dtype]]
     grid: Grid
     progress: tuple[int, int, int]
+    state_counts: tuple[int, int]  # [n_samples, n_diag] when the latest committed state was saved
     complete: bool
     stop_reason: str
     attrs: dict[str, Any]
@@ -432,7 +438,9 @@ def _inspect(f: h5py.File, path: Path) -> tuple[_Layout | None, list[str]]:
         for k in (0, 1):
             dataset(f"/state/slot{k}/step", (), np.int64)
             dataset(f"/state/slot{k}/time", (), np.float64)
-        state_spec = {name: spec for name, spec in members[0].items() if name not in ("step", "time")}
+            if "counts" in slots[k]:
+                dataset(f"/state/slot{k}/counts", (2,), np.int64)
+        state_spec = {name: spec for name, spec in members[0].items() if name not in STATE_SCALARS}
 
     # progress
     progress = (0, 0, 0)
@@ -446,6 +454,15 @@ def _inspect(f: h5py.File, path: Path) -> tuple[_Layout | None, list[str]]:
             problems.append(f"/progress: n_diag_written={n_diag} outside [0, {n_diag_planned}]")
         if n_saves < 0:
             problems.append(f"/progress: n_state_saves={n_saves} is negative")
+    state_counts = progress[:2]
+    if not problems and progress[2] > 0:
+        slot = f[f"/state/slot{(progress[2] - 1) % 2}"]
+        if "counts" in slot:
+            state_counts = tuple(int(v) for v in slot["counts"][()])
+            if not (0 <= state_counts[0] <= progress[0] and 0 <= state_counts[1] <= progress[1]):
+                problems.append(
+                    f"{slot.name}/counts: {list(state_counts)} outside the committed counts {list(progress[:2])}"
+                )
 
     if problems or grid is None:
         return None, problems or ["malformed '/grid'"]
@@ -459,6 +476,7 @@ def _inspect(f: h5py.File, path: Path) -> tuple[_Layout | None, list[str]]:
         state_spec=state_spec,
         grid=grid,
         progress=progress,
+        state_counts=state_counts,
         complete=complete,
         stop_reason=stop_reason,
         attrs=_read_attrs(f),
@@ -513,7 +531,7 @@ def create_writer(
     if not fields:
         raise ValueError("at least one field is required")
     diagnostics = _check_names("diagnostic", diagnostics, reserved=("time",))
-    state_names = _check_names("state", list(state_spec), reserved=("step", "time"))
+    state_names = _check_names("state", list(state_spec), reserved=STATE_SCALARS)
     if len(shape) != 2:
         raise ValueError(f"shape must be (H, W), got {shape!r}")
     H, W = (_positive_int("shape entry", n) for n in shape)
@@ -586,6 +604,7 @@ def create_writer(
                 _create_dataset(slot, name, state_shape, dtype)
             _create_dataset(slot, "step", (), np.int64)
             _create_dataset(slot, "time", (), np.float64)
+            _create_dataset(slot, "counts", (2,), np.int64)
 
         progress = _create_dataset(f, "progress", (3,), np.int64)
         progress[...] = np.zeros(3, dtype=np.int64)
@@ -657,7 +676,9 @@ class GustWriter:
         self.state_spec = dict(layout.state_spec)
         self.attrs = dict(layout.attrs)
         self.n_samples_written, self.n_diag_written, self.n_state_saves = layout.progress
+        self.state_counts = layout.state_counts
         self._pending = list(layout.progress)
+        self._pending_state_counts = layout.state_counts
         self._fields = {name: f["fields"][name] for name in self.fields}
         self._samples = {name: f["samples"][name] for name in SAMPLE_DATASETS}
         self._diag = {name: f["diagnostics"][name] for name in ["time", *self.diagnostics]}
@@ -758,7 +779,10 @@ class GustWriter:
             slot[name][()] = data
         slot["step"][()] = np.int64(step)
         slot["time"][()] = np.float64(time)
+        counts = (self._pending[0], self._pending[1])
+        slot["counts"][()] = np.array(counts, dtype=np.int64)
         self._pending[2] = self.n_state_saves + 1
+        self._pending_state_counts = counts
 
     def read_state(self) -> tuple[dict[str, np.ndarray], int, float]:
         """The latest committed state: (arrays, step, time). GustFormatError if none was committed."""
@@ -771,6 +795,21 @@ class GustWriter:
         self._progress[...] = np.array(self._pending, dtype=np.int64)
         f.flush()
         self.n_samples_written, self.n_diag_written, self.n_state_saves = self._pending
+        self.state_counts = self._pending_state_counts
+
+    def rewind_to_state(self) -> None:
+        """Commit the sample and diagnostic counters back to where they stood when the latest committed state was
+        saved, so that a resumed run continues from that state and rewrites what followed it. The rows after it stay
+        in the file, invisible, until they are overwritten. No-op when the state was saved with the last commit."""
+        self._file()
+        if self.n_state_saves <= 0:
+            raise GustFormatError(f"{self.path}: no committed solver state to rewind to")
+        if self._pending != [self.n_samples_written, self.n_diag_written, self.n_state_saves]:
+            raise ValueError("rewind_to_state() with uncommitted writes; call commit() first")
+        if tuple(self.state_counts) == (self.n_samples_written, self.n_diag_written):
+            return
+        self._pending[0], self._pending[1] = self.state_counts
+        self.commit()
 
     def finalize(self, complete: bool = True, stop_reason: str = "completed") -> None:
         """Compute per-field stats over the committed samples, record stop_reason and `complete`, close.
@@ -865,6 +904,7 @@ class GustFile:
         self.n_diag_planned = layout.n_diag_planned
         self.diagnostic_names = layout.diagnostics
         self.n_samples, self.n_diag, self.n_state_saves = layout.progress
+        self.state_counts = layout.state_counts  # [n_samples, n_diag] when the latest state was saved
         self.complete = layout.complete
         self.stop_reason = layout.stop_reason
         self._state_names = list(layout.state_spec)
@@ -1149,7 +1189,8 @@ def info(path: str | os.PathLike) -> str:
         lines.append(f"trajectories: {g.n_trajectories} (samples per trajectory: {per_traj or 'none'})")
         diag_names = ", ".join(g.diagnostic_names) or "none"
         lines.append(f"diagnostics: {diag_names} ({g.n_diag}/{g.n_diag_planned} rows committed)")
-        lines.append(f"state saves: {g.n_state_saves}")
+        latest = f" (the latest with {g.state_counts[0]} samples)" if g.n_state_saves else ""
+        lines.append(f"state saves: {g.n_state_saves}{latest}")
         recorded = [key for key in PROVENANCE_KEYS if key in g.attrs]
         lines.append("provenance:" if recorded else "provenance: none recorded")
         lines.extend(f"  {key}: {_short(g.attrs[key], 300)}" for key in recorded)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from ..common.cli import OneLineArgumentParser, add_run_flags, comma_list, run_main
+from ..common.cli import SOLVER_RUN_OPTIONS, OneLineArgumentParser, add_run_flags, comma_list, run_main
 from . import les
 from .schemes import SCHEMES
 from .solver import FIELDS, IC_KINDS, Py2DConfig, run
@@ -108,7 +108,7 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(PROG, build_parser(), Py2DConfig, run, argv)
+    return run_main(PROG, build_parser(), Py2DConfig, run, argv, SOLVER_RUN_OPTIONS)
 
 
 if __name__ == "__main__":

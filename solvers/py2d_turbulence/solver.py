@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -424,22 +423,12 @@ def file_attrs(cfg: Py2DConfig, argv: list[str] | None) -> dict:
     return attrs
 
 
-def run(
-    cfg: Py2DConfig,
-    output_dir: str | Path,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-    argv: list[str] | None = None,
-    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-) -> Path:
-    """Run the simulation described by ``cfg`` into ``output_dir``; return the output path.
+def run(cfg: Py2DConfig, output_dir: str | Path, **options) -> Path:
+    """Run the simulation described by ``cfg`` into ``output_dir``; return the output path. ``options`` are the
+    keywords of ``solvers.common.driver.run`` (overwrite, resume, progress, argv, log, state_seconds).
 
     Raises ValueError for bad settings (before anything is written), FileExistsError for an existing
     output without ``overwrite``/``resume``, and BlowUpError when the solution becomes non-finite (the
-    file then holds every good frame and says why it stopped). See ``solvers.common.driver``.
+    file then holds every good frame and says why it stopped).
     """
-    return driver.run(
-        make_simulation, cfg, output_dir, overwrite=overwrite, resume=resume, progress=progress, argv=argv, log=log
-    )
+    return driver.run(make_simulation, cfg, output_dir, **options)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from ..common.cli import OneLineArgumentParser, add_run_flags, comma_list, run_main
+from ..common.cli import SOLVER_RUN_OPTIONS, OneLineArgumentParser, add_run_flags, comma_list, run_main
 from .solver import FIELDS, GRIDS, RBConfig, run
 
 PROG = "python -m solvers.rayleigh_benard.run_solver"
@@ -83,7 +83,7 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(PROG, build_parser(), RBConfig, run, argv)
+    return run_main(PROG, build_parser(), RBConfig, run, argv, SOLVER_RUN_OPTIONS)
 
 
 if __name__ == "__main__":

@@ -483,20 +483,12 @@ def nusselt_summary(path: Path, t_from: float | None = None) -> str:
     return f"time-mean Nu over t in [{t[sel][0]:g}, {t[-1]:g}]: {body}; spread {100 * spread:.2f}%"
 
 
-def run(
-    cfg: RBConfig,
-    output_dir: str | Path,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-    argv=None,
-    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-) -> Path:
-    """Run ``cfg`` into ``output_dir`` through the shared driver; log the Nusselt summary; return the path."""
-    path = driver.run(
-        make_simulation, cfg, output_dir, overwrite=overwrite, resume=resume, progress=progress, argv=argv, log=log
-    )
+def run(cfg: RBConfig, output_dir: str | Path, **options) -> Path:
+    """Run ``cfg`` into ``output_dir`` through the shared driver; log the Nusselt summary; return the path.
+    ``options`` are the keywords of ``solvers.common.driver.run`` (overwrite, resume, progress, argv, log,
+    state_seconds)."""
+    log = options.setdefault("log", lambda s: print(s, file=sys.stderr))
+    path = driver.run(make_simulation, cfg, output_dir, **options)
     if jax.process_index() == 0:
         log(nusselt_summary(path))
     return path
