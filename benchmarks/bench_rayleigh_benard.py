@@ -7,6 +7,9 @@
 For each (nx×nz, precision, ensemble size M) it times a jitted ``fori_loop`` of ``--steps`` RK222 steps on a
 convecting state (Ra = --rayleigh, after a short spin-up), best of ``--repeats``, and prints ms per step,
 trajectory-steps per second and the CPU/GPU seconds per simulated time unit at time step ``--dt``.
+First, per size, it times the host set-up of the per-mode implicit inverses (``rb_core.make_solves``, float64
+NumPy/LAPACK: once per run and once per new step count of an adaptive run), for a run's first step size and for
+a later one, next to the bordered 2nz × 2nz (ω, ψ) inversion that ``make_solves`` used before it eliminated ψ.
 Reference (from the issue, measured on a 2-core machine, one process): Dedalus 3 with RK222 at Ra = 1e6,
 256×64 takes about 50 ms per iteration, 3.7 s per free-fall time unit; 15 ms at Ra = 1e5, 128×32.
 """
@@ -27,6 +30,7 @@ from solvers.common.cli import (
     precision_list,
     scale_list,
 )
+from solvers.rayleigh_benard import chebyshev as cheb
 from solvers.rayleigh_benard import rb_core as rb
 
 
@@ -45,6 +49,46 @@ def bench_one(nx, nz, precision, m, steps, repeats, rayleigh, dt):
         best = min(best, time.perf_counter() - t0)
     finite = bool(jnp.all(jnp.isfinite(jnp.abs(state.theta_hat))))
     return best / steps, finite
+
+
+def bordered_solves(nx: int, nz: int, lx: float, nu: float, a: float) -> np.ndarray:
+    """The reference: what ``rb_core.make_solves`` did before it eliminated ψ — per mode the θ inverse and the
+    (ω, ψ) problem as one bordered 2nz × 2nz system, inverted whole. Returns the (ω, ψ) inverses (equal to
+    make_solves' to round-off)."""
+    d1 = cheb.diff_matrix(nz)
+    d2, eye = d1 @ d1, np.eye(nz)
+    out = np.zeros((nx // 2 + 1, 2 * nz, nz))
+    for i, k in enumerate(2.0 * np.pi / lx * np.arange(1, nx // 2 + 1), start=1):
+        lap = d2 - k * k * eye
+        t = eye - a * nu * lap
+        t[[0, -1]] = eye[[0, -1]]
+        np.linalg.inv(t)  # θ, as make_solves (κ = ν here)
+        big = np.zeros((2 * nz, 2 * nz))
+        big[:nz, :nz] = eye - a * nu * lap
+        big[[0, nz - 1], :nz] = 0.0
+        big[0, nz:], big[nz - 1, nz:] = d1[0], d1[-1]
+        big[nz:, :nz], big[nz:, nz:] = -eye, lap
+        big[[nz, 2 * nz - 1], :] = 0.0
+        big[nz, nz] = big[2 * nz - 1, 2 * nz - 1] = 1.0
+        out[i] = np.linalg.inv(big)[:, :nz]
+    return out
+
+
+def time_setup(nx: int, nz: int, rayleigh: float, dt: float) -> tuple[float, float, float, float]:
+    """Seconds for make_solves at a run's first step size (nothing cached), at a second one (the ψ-elimination
+    cached), and for the bordered reference; plus the largest difference of the (ω, ψ) inverses relative to
+    their largest entry."""
+    nu = kappa = 1.0 / math.sqrt(rayleigh)
+    a = rb.GAMMA * dt
+    rb._dirichlet_poisson.cache_clear()
+    t0 = time.perf_counter()
+    new = rb.make_solves(nx, nz, 4.0, nu, kappa, a).omega_psi
+    t1 = time.perf_counter()
+    rb.make_solves(nx, nz, 4.0, nu, kappa, 0.8 * a)
+    t2 = time.perf_counter()
+    ref = bordered_solves(nx, nz, 4.0, nu, a) * np.r_[0.0, np.ones(nz - 2), 0.0][None, None, :]
+    t3 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2, float(np.abs(new - ref).max() / np.abs(ref).max())
 
 
 def main(argv=None):
@@ -67,6 +111,12 @@ def main(argv=None):
         f"device: {dev.device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
         f"Ra={args.rayleigh:g}, dt={args.dt:g}"
     )
+    print("host set-up of the per-mode inverses (float64), seconds:")
+    print(f"{'size':>9} {'first dt':>9} {'later dt':>9} {'bordered 2nz':>13} {'speed-up':>9} {'max rel diff':>13}")
+    for nx, nz in args.sizes:
+        first, later, ref, diff = time_setup(nx, nz, args.rayleigh, args.dt)
+        row = f"{f'{nx}x{nz}':>9} {first:>9.3f} {later:>9.3f} {ref:>13.3f} {ref / first:>8.1f}x {diff:>13.1e}"
+        print(row, flush=True)
     head = f"{'size':>9} {'prec':<7} {'M':>4} {'ms/step':>9} {'traj-steps/s':>13} {'s per time unit/traj':>21}"
     print(head)
     print("-" * len(head))

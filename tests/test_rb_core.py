@@ -63,6 +63,37 @@ def advance(m, s, n):
     return jax.jit(lambda s: jax.lax.fori_loop(0, n, lambda _, x: m.step(x), s))(s)
 
 
+@pytest.mark.parametrize("nz", [9, 33, 64])
+def test_implicit_solves_satisfy_the_per_mode_equations_and_walls(nz):
+    """make_solves eliminates ψ (an nz × nz system instead of the bordered 2nz one); its (ω, ψ) must still solve the
+    bordered problem: (I − a ν (D² − k²)) ω = r and (D² − k²) ψ = ω inside, ψ = ψ' = 0 on both walls. The same for θ
+    (Helmholtz inside, 0 on the walls) and the mean flow. Residuals relative to the solution's size."""
+    nx, lx, nu, kappa, a = 16, 4.0, 3e-3, 2e-3, 0.01
+    s = rb.make_solves(nx, nz, lx, nu, kappa, a)
+    d1 = cheb.diff_matrix(nz)
+    d2, eye = d1 @ d1, np.eye(nz)
+    inside = np.eye(nz)[1:-1]  # selects the interior rows; the solves take r with its wall entries ignored
+    r = np.random.default_rng(nz).standard_normal((nz, 3))
+    r_in = r * np.r_[0.0, np.ones(nz - 2), 0.0][:, None]
+    for i, k in enumerate(2 * np.pi / lx * np.arange(nx // 2 + 1)):
+        lap = d2 - k * k * eye
+        theta = s.theta[i] @ r
+        assert np.abs(inside @ ((eye - a * kappa * lap) @ theta - r_in)).max() < 1e-11 * np.abs(theta).max()
+        assert np.abs(theta[[0, -1]]).max() < 1e-12 * np.abs(theta).max()
+        if i == 0:
+            continue
+        wp = s.omega_psi[i] @ r
+        omega, psi = wp[:nz], wp[nz:]
+        scale = np.abs(wp).max()
+        assert np.abs(inside @ ((eye - a * nu * lap) @ omega - r_in)).max() < 1e-10 * scale
+        assert np.abs(inside @ (lap @ psi - omega)).max() < 1e-10 * scale
+        assert np.abs(psi[[0, -1]]).max() < 1e-12 * scale
+        assert np.abs((d1 @ psi)[[0, -1]]).max() < 1e-10 * scale
+    u = s.mean_u @ r
+    assert np.abs(inside @ ((eye - a * nu * d2) @ u - r_in)).max() < 1e-11 * np.abs(u).max()
+    assert np.abs(u[[0, -1]]).max() < 1e-12 * np.abs(u).max()
+
+
 def test_conductive_state_is_exactly_steady(x64):
     m = model()
     s = advance(m, rb.conductive_state(m), 20)

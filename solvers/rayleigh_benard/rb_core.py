@@ -35,6 +35,7 @@ full precision (``HIGHEST``: no TF32 on GPUs).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -90,16 +91,46 @@ def make_operators(nx: int, nz: int, lx: float) -> RBOperators:
     return RBOperators(kx, xmask, d1, up, up @ d1, down, cheb.quadrature_weights(nz))
 
 
+@functools.lru_cache(maxsize=2)
+def _dirichlet_poisson(nx: int, nz: int, lx: float) -> np.ndarray:
+    """Per mode (column 0 unused), (D² − k²) with ψ = 0 on the walls, inverted and applied to the interior rows
+    only: ψ = P ω. Independent of the step size, so an adaptive run builds it once (cached; read-only)."""
+    d1 = cheb.diff_matrix(nz)
+    d2 = d1 @ d1
+    kx = 2.0 * np.pi / lx * np.arange(nx // 2 + 1)
+    out = np.zeros((kx.size, nz, nz))
+    for i, k in enumerate(kx[1:], start=1):
+        lap = d2 - k * k * np.eye(nz)
+        lap[[0, -1]] = np.eye(nz)[[0, -1]]
+        out[i] = np.linalg.inv(lap) * _interior(nz)[None, :]
+    out.flags.writeable = False
+    return out
+
+
+def _interior(nz: int) -> np.ndarray:
+    interior = np.ones(nz)
+    interior[[0, -1]] = 0.0
+    return interior
+
+
 def make_solves(nx: int, nz: int, lx: float, nu: float, kappa: float, a: float) -> RBSolves:
-    """Invert, per Fourier mode, the implicit operators of one RK222 stage (a = γΔt), in float64."""
+    """Invert, per Fourier mode, the implicit operators of one RK222 stage (a = γΔt), in float64.
+
+    The (ω, ψ) problem — ω-Helmholtz inside with ψ' = 0 on the walls, Δψ = ω inside with ψ = 0 on the walls — is
+    a 2nz × 2nz system; eliminating ψ = P ω (P: the Dirichlet Poisson inverse on the interior) leaves an nz × nz
+    one, M ω = r with M = the Helmholtz rows inside and the rows D₁P at the walls (the influence-matrix idea; e.g.
+    Peyret 2002, "Spectral Methods for Incompressible Viscous Flow", §6.4). Three nz × nz inversions and a product
+    per mode instead of one 2nz × 2nz inversion, and P does not depend on a, so an adaptive run builds it once
+    (``tests/test_rb_core.py`` checks the result against the bordered 2nz system).
+    """
     d1 = cheb.diff_matrix(nz)
     d2 = d1 @ d1
     eye = np.eye(nz)
-    interior = np.ones(nz)
-    interior[[0, -1]] = 0.0
+    interior = _interior(nz)
     kx = 2.0 * np.pi / lx * np.arange(nx // 2 + 1)
     wpsi = np.zeros((kx.size, 2 * nz, nz))
     theta = np.zeros((kx.size, nz, nz))
+    poisson = _dirichlet_poisson(nx, nz, float(lx))
     for i, k in enumerate(kx):
         lap = d2 - k * k * eye
         h_nu, h_kappa = eye - a * nu * lap, eye - a * kappa * lap
@@ -109,17 +140,11 @@ def make_solves(nx: int, nz: int, lx: float, nu: float, kappa: float, a: float) 
         theta[i] = np.linalg.inv(t) * interior[None, :]
         if i == 0:
             continue
-        # (ω, ψ): ω-Helmholtz inside + ψ' = 0 on the walls; Δψ − ω = 0 inside + ψ = 0 on the walls
-        big = np.zeros((2 * nz, 2 * nz))
-        big[:nz, :nz] = h_nu
-        big[[0, nz - 1], :nz] = 0.0
-        big[0, nz:] = d1[0]
-        big[nz - 1, nz:] = d1[-1]
-        big[nz:, :nz] = -eye
-        big[nz:, nz:] = lap
-        big[[nz, 2 * nz - 1], :] = 0.0
-        big[nz, nz] = big[2 * nz - 1, 2 * nz - 1] = 1.0
-        wpsi[i] = np.linalg.inv(big)[:, :nz] * interior[None, :]
+        p = poisson[i]
+        m = h_nu.copy()
+        m[0], m[-1] = d1[0] @ p, d1[-1] @ p
+        omega = np.linalg.inv(m) * interior[None, :]
+        wpsi[i, :nz], wpsi[i, nz:] = omega, p @ omega
     hu = eye - a * nu * d2
     hu[[0, -1]] = eye[[0, -1]]
     return RBSolves(wpsi, theta, np.linalg.inv(hu) * interior[None, :])
