@@ -28,9 +28,9 @@ default of Dedalus' Rayleigh–Bénard example): diffusion implicit, advection a
 order. Both implicit stages solve (I − γΔt L) X = R with the same γ, so per Fourier mode one dense
 (2nz × nz) matrix maps the ω-right-hand side to (ω, ψ) — the coupled system with the two no-slip
 conditions in place of the ω-equation at the walls (the collocation form of the influence-matrix method,
-Peyret, "Spectral Methods for Incompressible Viscous Flow", Springer 2002, §6.2) — and one (nz × nz)
-matrix per mode solves for θ. They are built and inverted once in float64 and applied as batched matmuls at
-full precision (``HIGHEST``: no TF32 on GPUs).
+Peyret, "Spectral Methods for Incompressible Viscous Flow", Springer 2002) — and one (nz × nz) matrix per
+mode solves for θ. They are built once in float64 (:func:`make_solves`, eliminating ψ) and applied as batched
+matmuls at full precision (``HIGHEST``: no TF32 on GPUs).
 """
 
 from __future__ import annotations
@@ -118,10 +118,10 @@ def make_solves(nx: int, nz: int, lx: float, nu: float, kappa: float, a: float) 
 
     The (ω, ψ) problem — ω-Helmholtz inside with ψ' = 0 on the walls, Δψ = ω inside with ψ = 0 on the walls — is
     a 2nz × 2nz system; eliminating ψ = P ω (P: the Dirichlet Poisson inverse on the interior) leaves an nz × nz
-    one, M ω = r with M = the Helmholtz rows inside and the rows D₁P at the walls (the influence-matrix idea; e.g.
-    Peyret 2002, "Spectral Methods for Incompressible Viscous Flow", §6.4). Three nz × nz inversions and a product
-    per mode instead of one 2nz × 2nz inversion, and P does not depend on a, so an adaptive run builds it once
-    (``tests/test_rb_core.py`` checks the result against the bordered 2nz system).
+    one, M ω = r with M = the Helmholtz rows inside and the rows D₁P at the walls (the influence-matrix idea:
+    Kleiser & Schumann 1980; Peyret 2002). Three nz × nz inversions and a product per mode instead of one
+    2nz × 2nz inversion, and P does not depend on a, so an adaptive run builds it once (``tests/test_rb_core.py``
+    checks that the result solves the per-mode equations and wall conditions).
     """
     d1 = cheb.diff_matrix(nz)
     d2 = d1 @ d1
