@@ -74,6 +74,9 @@ stage vqvae_py2d 300 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae"
 stage tokenizer 60 bash -c "python3 -m benchmarks.bench_tokenizer --checkpoint $out/vqvae/py2d/run/model.eqx \
     --config_path $out/vqvae/py2d/run/config.txt --data_path \$(ls $out/vqvae/data/py2d_test/*.h5 | head -1) \
     ${tok[*]}"
+# the "before" of the profile's py2d row: the full state saved with every frame, as before --state_seconds existed
+stage profile_state_every_frame 45 python3 -m benchmarks.profile_step --output_dir "$out/profile_state0" \
+    "${prof[@]}" --workloads py2d --state_seconds 0
 stage py2d_scan 60 python3 -m benchmarks.bench_py2d "${py2d_scan[@]}"
 stage dataloader 40 python3 -m benchmarks.bench_dataloader "${loader[@]}"
 stage dataloader_4readers 40 python3 -m benchmarks.bench_dataloader "${loader[@]}" --workers 4
