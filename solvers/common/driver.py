@@ -428,12 +428,11 @@ def run(
         if is_writer:
             output_dir.mkdir(parents=True, exist_ok=True)
             writer = hdf5_utils.open_for_resume(path) if resumed else sim.new_writer(path, overwrite, argv)
-            if resumed:
-                writer.rewind_to_state()
         else:
             writer = _NoWriter()
         try:
             if resumed:
+                writer.rewind_to_state()  # the frames after the saved state become invisible until rewritten
                 state = place(sim.state_from_arrays(saved), trajectory_sharding(cfg.n_trajectories))
                 again = f"; its {redo} committed frame(s) after the last saved state are recomputed" if redo else ""
                 log(f"resuming {path} at frame {start}/{cfg.n_frames}{again}")
