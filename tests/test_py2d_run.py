@@ -192,6 +192,34 @@ def test_resume_continues_from_the_last_saved_state(
     np.testing.assert_array_equal(r_diag["energy"], s_diag["energy"])
 
 
+def test_a_format_1_0_file_resumes_with_the_state_saved_every_frame(
+    tmp_path, monkeypatch, capsys, interrupted_at_chunk
+):
+    """A file begun by a 1.0 writer records no per-state counts, so its latest state must stay with its last frame:
+    resuming it keeps saving the state with every frame whatever --state_seconds says."""
+    import h5py
+
+    real = solver.make_simulation
+    monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(4, real))
+    with pytest.raises(KeyboardInterrupt):
+        cli(tmp_path, "--state_seconds", "0")  # as a 1.0 writer did: the state with every frame
+    path = next((tmp_path / "out").glob("*.h5"))
+    with h5py.File(path, "r+") as f:  # what a 1.0 writer left: no counts in the state slots
+        for k in (0, 1):
+            del f[f"state/slot{k}/counts"]
+        f.attrs["format_version"] = "1.0"
+    monkeypatch.setattr(solver, "make_simulation", real)
+    capsys.readouterr()
+    assert cli(tmp_path, "--resume")[0] == 0  # default --state_seconds 60
+    assert "predates format 1.1" in capsys.readouterr().err
+    with hdf5_utils.open_dataset(path) as f:
+        assert f.complete and not f.records_state_counts
+        assert f.n_state_saves == 5  # frames 0–2 before the interruption, then 3 and 4: every frame
+    assert hdf5_utils.validate(path) == []
+    assert cli(tmp_path, out="straight")[0] == 0
+    np.testing.assert_array_equal(read_all(path)[0], read_all(next((tmp_path / "straight").glob("*.h5")))[0])
+
+
 def test_state_is_saved_with_the_first_frame_after_each_interval(tmp_path, monkeypatch):
     clock = {"t": 0.0}
 

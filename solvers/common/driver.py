@@ -417,6 +417,9 @@ def run(
             start = at_state // cfg.n_trajectories
             redo = existing.n_samples // cfg.n_trajectories - start
             saved, _, _ = existing.read_state()
+            if not existing.records_state_counts:  # format 1.0: the state must keep going with every frame
+                log(f"{path} predates format 1.1; saving the state with every frame (--state_seconds 0)")
+                state_seconds = 0.0
     with jax.enable_x64(cfg.precision == "float64"):
         sim = make_simulation(cfg)
         fresh = sim.initial_state()

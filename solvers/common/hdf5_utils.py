@@ -9,7 +9,8 @@ Layout (format "gust", version "1.1"):
     /diagnostics/time         (D,) float64      /diagnostics/{name}  (D, n_trajectories) float64
     /state/slot0/*, slot1/*   two copies of the latest full-precision solver state, plus step/time scalars and
                               counts (2,) int64: [n_samples, n_diag] written when that state was saved (new in 1.1;
-                              a 1.0 file, which saved the state with every commit, is read as counts = /progress)
+                              a 1.0 file, which saved the state with every commit, is read as counts = /progress,
+                              and a writer resuming one must keep doing so: `records_state_counts` is False)
     /progress                 int64 [n_samples_written, n_diag_written, n_state_saves] -- the commit record
     root attrs                format, format_version, complete, stop_reason, plus the caller's attrs
 
@@ -274,6 +275,7 @@ class _Layout:
     grid: Grid
     progress: tuple[int, int, int]
     state_counts: tuple[int, int]  # [n_samples, n_diag] when the latest committed state was saved
+    records_state_counts: bool  # False for a 1.0 file: its state must then go with every commit
     complete: bool
     stop_reason: str
     attrs: dict[str, Any]
@@ -429,6 +431,7 @@ def _inspect(f: h5py.File, path: Path) -> tuple[_Layout | None, list[str]]:
     # state
     state_spec: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     slots = [group(f"/state/slot{k}") for k in (0, 1)]
+    records_counts = all(slot is not None and "counts" in slot for slot in slots)
     if all(slot is not None for slot in slots):
         members = [
             {name: (ds.shape, ds.dtype) for name, ds in slot.items() if isinstance(ds, h5py.Dataset)} for slot in slots
@@ -477,6 +480,7 @@ def _inspect(f: h5py.File, path: Path) -> tuple[_Layout | None, list[str]]:
         grid=grid,
         progress=progress,
         state_counts=state_counts,
+        records_state_counts=records_counts,
         complete=complete,
         stop_reason=stop_reason,
         attrs=_read_attrs(f),
@@ -677,6 +681,7 @@ class GustWriter:
         self.attrs = dict(layout.attrs)
         self.n_samples_written, self.n_diag_written, self.n_state_saves = layout.progress
         self.state_counts = layout.state_counts
+        self.records_state_counts = layout.records_state_counts
         self._pending = list(layout.progress)
         self._pending_state_counts = layout.state_counts
         self._fields = {name: f["fields"][name] for name in self.fields}
@@ -780,7 +785,8 @@ class GustWriter:
         slot["step"][()] = np.int64(step)
         slot["time"][()] = np.float64(time)
         counts = (self._pending[0], self._pending[1])
-        slot["counts"][()] = np.array(counts, dtype=np.int64)
+        if self.records_state_counts:  # a 1.0 file has no counts: its writer saves the state with every commit
+            slot["counts"][()] = np.array(counts, dtype=np.int64)
         self._pending[2] = self.n_state_saves + 1
         self._pending_state_counts = counts
 
@@ -905,6 +911,7 @@ class GustFile:
         self.diagnostic_names = layout.diagnostics
         self.n_samples, self.n_diag, self.n_state_saves = layout.progress
         self.state_counts = layout.state_counts  # [n_samples, n_diag] when the latest state was saved
+        self.records_state_counts = layout.records_state_counts  # False: a 1.0 file, state with every commit
         self.complete = layout.complete
         self.stop_reason = layout.stop_reason
         self._state_names = list(layout.state_spec)
