@@ -91,26 +91,29 @@ def make_operators(nx: int, nz: int, lx: float) -> RBOperators:
     return RBOperators(kx, xmask, d1, up, up @ d1, down, cheb.quadrature_weights(nz))
 
 
+def _wall_inverse(a: np.ndarray, walls: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The inverse of ``a`` with its two wall rows replaced (by ``walls``; default identity rows: the unknown is 0
+    on the walls), applied to right-hand sides whose wall entries are ignored (its wall columns are zeroed)."""
+    nz = a.shape[0]
+    a = a.copy()
+    a[0], a[-1] = walls if walls is not None else np.eye(nz)[[0, -1]]
+    inv = np.linalg.inv(a)
+    inv[:, [0, -1]] = 0.0
+    return inv
+
+
 @functools.lru_cache(maxsize=2)
 def _dirichlet_poisson(nx: int, nz: int, lx: float) -> np.ndarray:
-    """Per mode (column 0 unused), (D² − k²) with ψ = 0 on the walls, inverted and applied to the interior rows
-    only: ψ = P ω. Independent of the step size, so an adaptive run builds it once (cached; read-only)."""
+    """Per mode (column 0 unused), (D² − k²) with ψ = 0 on the walls, inverted for interior right-hand sides:
+    ψ = P ω. Independent of the step size, so an adaptive run builds it once (cached; read-only)."""
     d1 = cheb.diff_matrix(nz)
-    d2 = d1 @ d1
+    d2, eye = d1 @ d1, np.eye(nz)
     kx = 2.0 * np.pi / lx * np.arange(nx // 2 + 1)
     out = np.zeros((kx.size, nz, nz))
     for i, k in enumerate(kx[1:], start=1):
-        lap = d2 - k * k * np.eye(nz)
-        lap[[0, -1]] = np.eye(nz)[[0, -1]]
-        out[i] = np.linalg.inv(lap) * _interior(nz)[None, :]
+        out[i] = _wall_inverse(d2 - k * k * eye)
     out.flags.writeable = False
     return out
-
-
-def _interior(nz: int) -> np.ndarray:
-    interior = np.ones(nz)
-    interior[[0, -1]] = 0.0
-    return interior
 
 
 def make_solves(nx: int, nz: int, lx: float, nu: float, kappa: float, a: float) -> RBSolves:
@@ -124,30 +127,20 @@ def make_solves(nx: int, nz: int, lx: float, nu: float, kappa: float, a: float) 
     checks that the result solves the per-mode equations and wall conditions).
     """
     d1 = cheb.diff_matrix(nz)
-    d2 = d1 @ d1
-    eye = np.eye(nz)
-    interior = _interior(nz)
+    d2, eye = d1 @ d1, np.eye(nz)
     kx = 2.0 * np.pi / lx * np.arange(nx // 2 + 1)
     wpsi = np.zeros((kx.size, 2 * nz, nz))
     theta = np.zeros((kx.size, nz, nz))
     poisson = _dirichlet_poisson(nx, nz, float(lx))
     for i, k in enumerate(kx):
         lap = d2 - k * k * eye
-        h_nu, h_kappa = eye - a * nu * lap, eye - a * kappa * lap
-        # θ: Helmholtz rows inside, θ = 0 on the walls
-        t = h_kappa.copy()
-        t[[0, -1]] = eye[[0, -1]]
-        theta[i] = np.linalg.inv(t) * interior[None, :]
+        theta[i] = _wall_inverse(eye - a * kappa * lap)  # Helmholtz rows inside, θ = 0 on the walls
         if i == 0:
             continue
         p = poisson[i]
-        m = h_nu.copy()
-        m[0], m[-1] = d1[0] @ p, d1[-1] @ p
-        omega = np.linalg.inv(m) * interior[None, :]
+        omega = _wall_inverse(eye - a * nu * lap, (d1[0] @ p, d1[-1] @ p))  # ψ' = D₁Pω = 0 on the walls
         wpsi[i, :nz], wpsi[i, nz:] = omega, p @ omega
-    hu = eye - a * nu * d2
-    hu[[0, -1]] = eye[[0, -1]]
-    return RBSolves(wpsi, theta, np.linalg.inv(hu) * interior[None, :])
+    return RBSolves(wpsi, theta, _wall_inverse(eye - a * nu * d2))
 
 
 def make_pressure_solve(nx: int, nz: int, lx: float) -> np.ndarray:
