@@ -1,8 +1,31 @@
 """Shared fixtures. Physics-order tests run in float64 inside ``jax.enable_x64``; nothing flips the
-global flag, so float32 code paths are exercised as users get them."""
+global flag, so float32 code paths are exercised as users get them.
+
+The suite shares one JAX persistent compilation cache, a temporary folder removed when pytest exits (unless
+``JAX_COMPILATION_CACHE_DIR`` is already set): many tests build the same jitted programs again (new closures of the
+same train step, CLI subprocesses of the same tiny configs), and a cache hit skips XLA's compile. It is set in
+``os.environ`` before JAX is imported so that the subprocesses the tests start inherit it.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache_dir = tempfile.mkdtemp(prefix="gust-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 
 import jax
 import pytest
+
+# In case a plugin imported JAX before this file: apply the same settings to the running process.
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
+)
 
 
 @pytest.fixture
