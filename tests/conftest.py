@@ -23,9 +23,10 @@ import pytest
 
 # In case a plugin imported JAX before this file: apply the same settings to the running process.
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update(
-    "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
-)
+if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" in os.environ:  # absent when the user set only their own cache dir
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
+    )
 
 
 @pytest.fixture
