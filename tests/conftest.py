@@ -12,10 +12,10 @@ import os
 import shutil
 import tempfile
 
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # the tiny tests compile in well under 1 s
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache_dir = tempfile.mkdtemp(prefix="gust-tests-jax-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 
 import jax
@@ -23,10 +23,9 @@ import pytest
 
 # In case a plugin imported JAX before this file: apply the same settings to the running process.
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" in os.environ:  # absent when the user set only their own cache dir
-    jax.config.update(
-        "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
-    )
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
+)
 
 
 @pytest.fixture
