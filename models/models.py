@@ -22,8 +22,12 @@ Design choices (documented here once):
   would), and works for any pad width, including 1-cell latents where ``"reflect"`` has nothing to mirror.
 - The lookup is cosine nearest-neighbour (both the residual and the codebook L2-normalised), which bounds the
   commitment term. Magnitude is carried by a learned gain per scale (``log_gains``, initialised at 0) and by phi_k.
-- Upsampling from scale k to the latent grid is ``jax.image.resize(..., "bicubic")`` (as VAR's ``F.interpolate``
-  bicubic); it does not wrap around periodic edges, the learned phi_k conv (which does) corrects what it can.
+- Upsampling from scale k to the latent grid is bicubic (as VAR's ``F.interpolate``) or bilinear interpolation with
+  ``jax.image.resize``'s kernels, applied as one small matrix per axis (:func:`upsample_matrix`). Along a periodic
+  axis it wraps around (``wrap_upsample``, the default): the coarse grid is interpolated as the periodic signal it
+  samples, so a circular shift of the coarse codes shifts their contribution. Along a wall axis it is
+  ``jax.image.resize`` itself. Configs written before ``wrap_upsample`` existed load with it off (their models were
+  trained with ``jax.image.resize`` on every axis, which near a periodic edge extrapolates instead of wrapping).
 - Area downsampling is adaptive average pooling (PyTorch's ``mode="area"``): output cell i averages input cells
   ``floor(i H / h) .. ceil((i + 1) H / h) - 1``, so any scale up to the latent size is allowed.
 
@@ -35,6 +39,7 @@ config and fills it, rejecting a checkpoint that does not match with a one-line 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -50,6 +55,9 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 BOUNDARIES = ("periodic", "wall")
 _PAD_MODE = {"periodic": "wrap", "wall": "edge"}
 UPSAMPLE_METHODS = ("bicubic", "bilinear")
+# VQVAEConfig fields added after models were saved, with the value those models were built with (absent from their
+# config.txt).
+LEGACY_VALUES = {"wrap_upsample": False}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -274,6 +282,31 @@ def _area_matrix(n_out: int, n_in: int) -> np.ndarray:
     return a
 
 
+@functools.cache
+def upsample_matrix(n_out: int, n_in: int, method: str, periodic: bool) -> np.ndarray:
+    """(n_out, n_in) weights of ``jax.image.resize(..., method)`` from n_in to n_out cells along one axis.
+
+    With ``periodic`` the n_in values are one period of a periodic signal: the matrix is the middle block of the
+    resize of enough periods side by side that no output cell sees an edge (the cubic kernel reaches two input cells).
+    Output cell centres sit at the same positions as without it, so interior rows are unchanged.
+    """
+    reps = 1 + 2 * -(-2 // n_in) if periodic else 1
+    eye = np.tile(np.eye(n_in, dtype=np.float32), (reps, 1))
+    with jax.ensure_compile_time_eval():
+        m = np.asarray(jax.image.resize(eye, (reps * n_out, n_in), method=method))
+    lo = (reps // 2) * n_out
+    return m[lo : lo + n_out]
+
+
+def upsample(
+    x: Float[Array, "d h w"], shape: tuple[int, int], method: str, periodic: tuple[bool, bool]
+) -> Float[Array, "d H W"]:
+    """Interpolate ``x`` to ``shape`` with ``method``, wrapping around along the axes that ``periodic`` marks."""
+    my = upsample_matrix(shape[0], x.shape[1], method, periodic[0])
+    mx = upsample_matrix(shape[1], x.shape[2], method, periodic[1])
+    return jnp.einsum("iy,dyx,jx->dij", my, x, mx)
+
+
 def area_downsample(x: Float[Array, "d H W"], h: int, w: int) -> Float[Array, "d h w"]:
     if (h, w) == x.shape[1:]:
         return x
@@ -299,6 +332,7 @@ class MultiScaleQuantizer(eqx.Module):
     beta: float = eqx.field(static=True)
     phi_ratio: float = eqx.field(static=True)
     upsample: str = eqx.field(static=True)
+    wrap: tuple[bool, bool] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -312,6 +346,7 @@ class MultiScaleQuantizer(eqx.Module):
         phi_ratio: float = 0.5,
         phi_kernel: int = 3,
         upsample: str = "bicubic",
+        wrap_upsample: bool = True,
         key: PRNGKeyArray,
     ):
         self.scales = validate_scales(scales, latent_shape)
@@ -325,12 +360,13 @@ class MultiScaleQuantizer(eqx.Module):
         self.beta = float(beta)
         self.phi_ratio = float(phi_ratio)
         self.upsample = upsample
+        self.wrap = tuple(bool(wrap_upsample) and b == "periodic" for b in bc)
 
     def _embed(self, k: int, codes: Float[Array, "hk wk d"]) -> Float[Array, "d h w"]:
         """Scale-k contribution to the cumulative reconstruction from its unit-length codes."""
         q = jnp.moveaxis(codes, -1, 0) * jnp.exp(self.log_gains[k])
         if q.shape[1:] != self.latent_shape:
-            q = jax.image.resize(q, (q.shape[0], *self.latent_shape), method=self.upsample)
+            q = upsample(q, self.latent_shape, self.upsample, self.wrap)
         # VAR's Phi: a residual mix of identity and a conv, ratio phi_ratio (0.5 in VAR).
         return (1.0 - self.phi_ratio) * q + self.phi_ratio * self.phis[k](q)
 
@@ -423,7 +459,8 @@ class VQVAEConfig:
     the vertical axis and for x. ch, ch_mult, num_res_blocks, num_groups: ResNet width, per-level multipliers, blocks
     per level, GroupNorm groups (must divide every width). embed_dim: latent channels D. codebook_size: V.
     scales: (h_k, w_k) increasing, ending at the latent size (H, W) / 2**(len(ch_mult) - 1). beta: commitment weight.
-    phi_ratio, phi_kernel: VAR's phi mix ratio and conv size. upsample: "bicubic" or "bilinear".
+    phi_ratio, phi_kernel: VAR's phi mix ratio and conv size. upsample: "bicubic" or "bilinear". wrap_upsample: the
+    upsampling wraps around periodic axes (False only in configs written before it existed; see :data:`LEGACY_VALUES`).
     """
 
     in_channels: int = 1
@@ -442,12 +479,15 @@ class VQVAEConfig:
     phi_ratio: float = 0.5
     phi_kernel: int = 3
     upsample: str = "bicubic"
+    wrap_upsample: bool = True
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.type == "int" and (not isinstance(v, int) or isinstance(v, bool)):
                 raise ValueError(f"{f.name} must be an integer (got {v!r})")
+            if f.type == "bool" and not isinstance(v, bool):
+                raise ValueError(f"{f.name} must be true or false (got {v!r})")
             if f.type == "float":
                 if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                     raise ValueError(f"{f.name} must be a finite number (got {v!r})")
@@ -496,7 +536,8 @@ class VQVAEConfig:
 
     @classmethod
     def from_text(cls, text: str, *, ignore_unknown: bool = False) -> VQVAEConfig:
-        """Parse :meth:`to_text` output. Blank lines and ``#`` comments are skipped; every field must be present.
+        """Parse :meth:`to_text` output. Blank lines and ``#`` comments are skipped; every field must be present,
+        except those in :data:`LEGACY_VALUES` (added later: absent, they take the value older models were built with).
 
         With ``ignore_unknown`` other keys (e.g. a training CLI's provenance lines in the same file) are skipped.
         """
@@ -525,6 +566,7 @@ class VQVAEConfig:
                     tuple(tuple(s) if isinstance(s, list) else s for s in value) if isinstance(value, list) else value
                 )
             values[key] = value
+        values = {**{k: v for k, v in LEGACY_VALUES.items() if k in names}, **values}
         missing = sorted(names - values.keys())
         if missing:
             raise ValueError(f"config is missing keys: {', '.join(missing)}")
@@ -554,6 +596,7 @@ class MultiScaleVQVAE(eqx.Module):
             phi_ratio=c.phi_ratio,
             phi_kernel=c.phi_kernel,
             upsample=c.upsample,
+            wrap_upsample=c.wrap_upsample,
             key=kq,
         )
         self.decoder = Decoder(c.in_channels, c.embed_dim, c.ch, c.ch_mult, c.num_res_blocks, c.num_groups, bc, key=kd)

@@ -57,7 +57,15 @@ from solvers.common.cli import (
 )
 from solvers.common.hdf5_utils import provenance
 
-from .models import UPSAMPLE_METHODS, MultiScaleVQVAE, VQVAEConfig, codebook_stats, make_model, restart_dead_codes
+from .models import (
+    LEGACY_VALUES,
+    UPSAMPLE_METHODS,
+    MultiScaleVQVAE,
+    VQVAEConfig,
+    codebook_stats,
+    make_model,
+    restart_dead_codes,
+)
 
 PROG = "python -m models.train_vqvae"
 MODEL_FILE, CONFIG_FILE, STATS_FILE = "model.eqx", "config.txt", "stats.json"
@@ -541,6 +549,8 @@ def train(
         mconfig = model_config(config, height, width, gf.grid.bc_y, gf.grid.bc_x)
         if ckpt_info is not None:
             saved_model = VQVAEConfig.from_text((out / CONFIG_FILE).read_text(), ignore_unknown=True)
+            # a run made before a model setting without a flag existed goes on as it was built
+            mconfig = dataclasses.replace(mconfig, **{k: getattr(saved_model, k) for k in LEGACY_VALUES})
             if saved_model != mconfig:
                 diff = [k for k in _MODEL_KEYS if getattr(saved_model, k) != getattr(mconfig, k)] or ["grid"]
                 raise ValueError(f"--resume: the model settings ({', '.join(diff)}) differ from the run in {out}")

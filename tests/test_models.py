@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from models.models import (
+    UPSAMPLE_METHODS,
     Encoder,
     MultiScaleQuantizer,
     VQVAEConfig,
@@ -19,6 +20,7 @@ from models.models import (
     pad_bc,
     restart_dead_codes,
     save,
+    upsample,
 )
 
 TINY = VQVAEConfig(
@@ -122,6 +124,42 @@ def test_quantize_single_picks_max_cosine_code():
     c = np.array([[10.0, 0.0], [0.5, 0.5]], np.float32)
     assert np.linalg.norm(z1 - c, axis=1).argmin() == 1
     assert int(_quantize_single(jnp.asarray(z1), jnp.asarray(c))[0][0]) == 0
+
+
+@pytest.mark.parametrize("method", UPSAMPLE_METHODS)
+def test_upsampling_wraps_around_periodic_axes_only(method):
+    """A periodic axis is interpolated as the periodic signal its cells sample: shifting the coarse grid by one cell
+    shifts the result by the upsampling factor, and any ratio gives the middle of the resize of the signal tiled five
+    times. A wall axis (and the pre-``wrap_upsample`` models) get ``jax.image.resize`` itself, which is not
+    shift-equivariant near the edges."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 8))
+    out = upsample(x, (16, 32), method, (True, True))
+    np.testing.assert_allclose(
+        upsample(jnp.roll(x, (1, -3), (1, 2)), (16, 32), method, (True, True)),
+        jnp.roll(out, (4, -12), (1, 2)),
+        atol=1e-5,
+    )
+    resized = jax.image.resize(x, (3, 16, 32), method)
+    np.testing.assert_allclose(upsample(x, (16, 32), method, (False, False)), resized, atol=1e-5)
+    assert not np.allclose(jax.image.resize(jnp.roll(x, 1, 2), (3, 16, 32), method), jnp.roll(resized, 4, 2), atol=0.1)
+    # wall in y, periodic in x: wrapped along x (4 -> 4 rows is the identity), then resize's along y
+    along_x = upsample(x, (4, 32), method, (True, True))
+    expected = jax.image.resize(along_x, (3, 16, 32), method)
+    np.testing.assert_allclose(upsample(x, (16, 32), method, (False, True)), expected, atol=1e-5)
+    for n in (1, 2, 3):  # non-integer ratios too; one cell is a constant
+        c = jax.random.normal(jax.random.PRNGKey(n), (2, n, n))
+        tiled = jax.image.resize(jnp.tile(c, (1, 5, 5)), (2, 80, 80), method)[:, 32:48, 32:48]
+        np.testing.assert_allclose(upsample(c, (16, 16), method, (True, True)), tiled, atol=1e-5)
+
+
+def test_configs_written_before_wrap_upsample_load_without_it():
+    text = "".join(line + "\n" for line in TINY.to_text().splitlines() if not line.startswith("wrap_upsample"))
+    old = VQVAEConfig.from_text(text)
+    assert old.wrap_upsample is False and TINY.wrap_upsample is True
+    assert make_model(old, jax.random.PRNGKey(0)).quantizer.wrap == (False, False)
+    assert make_model(TINY, jax.random.PRNGKey(0)).quantizer.wrap == (True, True)
+    with pytest.raises(ValueError, match="wrap_upsample must be true or false"):
+        VQVAEConfig(**{**TINY.__dict__, "wrap_upsample": 1})
 
 
 @pytest.mark.parametrize(

@@ -118,15 +118,17 @@ def test_resume_is_bit_exact(data, straight, tmp_path, capsys):
     assert main(argv(data, tmp_path / "split", "--resume", "--lr", "0.01", steps=24)) == 2
     assert main(argv(data, tmp_path / "split", *flags, "--scales", "2x2,8x8", steps=24)) == 2
     assert main(argv(data, tmp_path / "split", *flags, "--prefix_weight", "0", steps=24)) == 2
-    # a run made before --prefix_weight existed has no such line and trained without it (0), not the new default
+    # a run made before --prefix_weight existed has no such line and trained without it (0), not the new default;
+    # one made before wrap_upsample (no flag) goes on without it, as it was built
     legacy = tmp_path / "legacy"
     shutil.copytree(tmp_path / "split", legacy)
     lines = (legacy / "config.txt").read_text().splitlines(keepends=True)
-    (legacy / "config.txt").write_text("".join(x for x in lines if not x.startswith("prefix_weight")))
+    (legacy / "config.txt").write_text("".join(x for x in lines if not x.startswith(("prefix_weight", "wrap_up"))))
     capsys.readouterr()
     assert main(argv(data, legacy, *flags, steps=24)) == 2
     assert "--prefix_weight=0.1 differs" in capsys.readouterr().err
     assert main(argv(data, legacy, *flags, "--prefix_weight", "0", steps=24)) == 0
+    assert "wrap_upsample = false" in (legacy / "config.txt").read_text()
 
 
 def test_resume_from_a_damaged_checkpoint_is_one_line_exit_2(data, tmp_path, capsys):
@@ -384,9 +386,10 @@ def test_prefix_loss_is_the_mse_of_a_random_coarse_prefix_decoded(data, fixed_ba
 
 
 def test_prefix_loss_makes_the_error_fall_with_every_scale(data, fixed_batch):
-    # Without the prefix term the decoder only sees full latents and the coarse prefixes decode to worse than
-    # nothing (rel L2 > 1 and rising somewhere between k = 1 and 3); with it the error falls as scales are added
-    # (issue 5), up to 0.01 between two scales that the 40 steps have not yet separated.
+    # Without the prefix term the decoder only sees full latents and every coarse prefix (k = 1..3 of 4) decodes to
+    # worse than nothing (rel L2 > 1, the error of predicting zero); with it the error falls as scales are added
+    # (issue 5), up to 0.01 between two scales that the 40 steps have not yet separated, and the prefixes of 2 and 3
+    # scales carry information (rel L2 < 1).
     import jax
     import jax.numpy as jnp
 
@@ -407,6 +410,6 @@ def test_prefix_loss_makes_the_error_fall_with_every_scale(data, fixed_batch):
         return np.array([float(jnp.sqrt(jnp.sum((r - fixed_batch) ** 2)) / norm) for r in recs])
 
     plain, with_prefix = prefix_errors(0.0), prefix_errors(1.0)
-    assert np.diff(plain).max() > 0.05 and plain[:3].max() > 1, f"plain prefix errors {plain.round(3)}"
+    assert np.all(plain[:3] > 1), f"plain prefix errors {plain.round(3)}"
     assert np.all(np.diff(with_prefix) < 0.01), f"prefix errors {with_prefix.round(3)} do not fall with k"
-    assert np.all(with_prefix[1:3] < plain[1:3] - 0.1), (plain.round(3), with_prefix.round(3))
+    assert np.all(with_prefix[1:3] < 1), (plain.round(3), with_prefix.round(3))
