@@ -83,4 +83,8 @@ stage dataloader_4readers 40 python3 -m benchmarks.bench_dataloader "${loader[@]
 stage hdf5 30 python3 -m benchmarks.bench_hdf5 "${hdf5[@]}"
 stage vqvae_rb 100 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" --cases rb \
     --train_seconds "$vq_rb_s" "${vq[@]}"
+# issue 5's diagnostic, last (it runs when the budget allows): the ω run retrained with the decoder fed the free latent
+stage vqvae_floor 200 bash -c "python3 -m benchmarks.vqvae_floor --like $out/vqvae/py2d/run \
+    --test_path \$(ls $out/vqvae/data/py2d_test/*.h5 | head -1) -- --output_dir $out/vqvae/py2d/floor --overwrite \
+    --no_progress"
 echo "total $(($(date +%s) - start)) s" | tee -a "$status"

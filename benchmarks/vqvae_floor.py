@@ -1,12 +1,15 @@
 """Continuous-latent floor of a VQ-VAE configuration: how much of its error is the autoencoder's, how much the codes'.
 
     python -m benchmarks.vqvae_floor --test_path HELD_OUT.h5 [--eval_batch 16] -- TRAIN_VQVAE_FLAGS...
+    python -m benchmarks.vqvae_floor --test_path HELD_OUT.h5 --like RUN_DIR -- --output_dir FLOOR_DIR [FLAGS...]
 
 trains the model that ``python -m models.train_vqvae TRAIN_VQVAE_FLAGS...`` would train, same data, schedule, seed and
-losses, except that the decoder is fed the encoder output itself instead of the quantised latent (the quantiser still
-runs, so its codebook loss and usage are logged as usual, but nothing of it reaches the decoder). It then prints the
-held-out relative L2 error ‖x̂ − x‖ / ‖x‖ in physical units, the figure ``benchmarks.bench_vqvae`` reports, and writes
-it to ``OUTPUT_DIR/floor.json``.
+losses (with ``--like``: the flags of the trained run in RUN_DIR, read from its ``config.txt``, followed by the flags
+after ``--``, which override them), except that the decoder is fed the encoder output itself instead of the quantised
+latent (the quantiser still runs, so its codebook loss and usage are logged as usual, but nothing of it reaches the
+decoder). It then prints the held-out relative L2 error ‖x̂ − x‖ / ‖x‖ in physical units, the figure
+``benchmarks.bench_vqvae`` reports, and writes it to ``OUTPUT_DIR/floor.json``. Model settings without a flag
+(``wrap_upsample``) take their current default.
 
 The result is a lower bound for the quantised model at the same budget: what the encoder and decoder reach when the
 latent is free. If the two errors are independent, the codes' part is about sqrt(vq² − floor²); the README's
@@ -29,6 +32,7 @@ import numpy as np
 
 from models import models as vq
 from models.inference import load_trained, normalized_batches, open_matching
+from models.train_vqvae import flags_of_run
 from models.train_vqvae import main as train_main
 from solvers.common.atomic import atomic_text
 from solvers.common.cli import OneLineArgumentParser
@@ -75,10 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     p = OneLineArgumentParser(prog="python -m benchmarks.vqvae_floor", description=__doc__.split("\n\n")[0])
     p.add_argument("--test_path", type=Path, required=True, help="held-out Gust .h5 file (same fields and grid)")
     p.add_argument("--eval_batch", type=int, default=16, help="samples per evaluation batch (default 16)")
+    p.add_argument("--like", type=Path, default=None, help="train with the settings of the run in this folder")
     args = p.parse_args(argv[:split])
     train_args = argv[split + 1 :]
     if not args.test_path.is_file():
         p.error(f"--test_path {args.test_path} is not a file")
+    if args.like is not None:
+        cfg = args.like / "config.txt"
+        if not cfg.is_file():
+            p.error(f"--like {args.like} has no config.txt (not a models.train_vqvae run folder)")
+        try:
+            train_args = flags_of_run(cfg.read_text(), str(cfg)) + train_args
+        except ValueError as err:
+            p.error(str(err))
     if args.eval_batch < 1:
         p.error(f"--eval_batch must be >= 1 (got {args.eval_batch})")
     if "--output_dir" not in train_args:

@@ -75,7 +75,7 @@ _MODEL_KEYS += ("phi_ratio", "phi_kernel", "upsample")
 # Keys that may differ between a run and its --resume (they do not change the trained parameters).
 _RESUME_FREE = ("log_every", "checkpoint_every")
 # settings added after runs were made, with the value those runs trained with (absent from their config.txt)
-_LEGACY_VALUES = {"prefix_weight": 0.0}
+LEGACY_TRAIN_VALUES = {"prefix_weight": 0.0}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -441,6 +441,27 @@ def read_settings(text: str, source: str = "config") -> dict:
     return out
 
 
+def flags_of_run(text: str, source: str = "config") -> list[str]:
+    """The command-line flags of the run whose ``config.txt`` is ``text``: every :class:`TrainConfig` setting it holds
+    (data path and range, schedule, seed, losses, architecture), as ``--name value`` pairs ``main`` accepts.
+
+    Settings added since the run was made take the value it trained with (``LEGACY_TRAIN_VALUES``); ``--output_dir``
+    and the run options (``--resume``, ...) are not settings and are not included.
+    """
+    settings = {**LEGACY_TRAIN_VALUES, **read_settings(text, source)}
+    flags = []
+    for f in dataclasses.fields(TrainConfig):
+        value = settings.get(f.name)
+        if value is None:  # absent, or an optional range end that was not given
+            continue
+        if f.name == "scales":
+            value = ",".join(f"{h}x{w}" for h, w in value)
+        elif isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        flags += [f"--{f.name}", str(value)]
+    return flags
+
+
 def _plot(path: Path, records: list[dict]) -> None:
     import matplotlib
 
@@ -534,7 +555,7 @@ def train(
         for k, v in config.to_dict().items():
             if k in _RESUME_FREE or k in _MODEL_KEYS:  # the model keys are compared once the model config is known
                 continue
-            sv = saved[k] if k in saved else _LEGACY_VALUES.get(k)
+            sv = saved[k] if k in saved else LEGACY_TRAIN_VALUES.get(k)
             mine = str(Path(v).resolve()) if k == "data_path" else json.loads(json.dumps(v))
             if sv != mine:
                 raise ValueError(f"--resume: --{k}={v!r} differs from the run in {out} ({k} = {json.dumps(sv)})")

@@ -4,6 +4,7 @@ Data: a real py2d turbulence run (16², 2 trajectories × 9 frames = 18 samples 
 ch_mult 1,2 → 8×8 latent, scales 1, 2, 4, 8) so the whole file stays well under a minute and a half on 2 cores.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -129,6 +130,28 @@ def test_resume_is_bit_exact(data, straight, tmp_path, capsys):
     assert "--prefix_weight=0.1 differs" in capsys.readouterr().err
     assert main(argv(data, legacy, *flags, "--prefix_weight", "0", steps=24)) == 0
     assert "wrap_upsample = false" in (legacy / "config.txt").read_text()
+
+
+def test_flags_of_a_run_rebuild_its_settings(data, straight):
+    # benchmarks.vqvae_floor --like trains with these: every setting of the run, later flags override
+    from models.train_vqvae import build_parser, flags_of_run
+
+    out, _ = straight
+    text = (out / "config.txt").read_text()
+
+    def settings(flags):
+        args = build_parser().parse_args([*flags, "--output_dir", "x"])
+        return TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+
+    expected = dataclasses.replace(tiny_config(data, **STRAIGHT), data_path=str(Path(data).resolve()))
+    expected = dataclasses.replace(expected, scales=((1, 1), (2, 2), (4, 4), (8, 8)))  # the defaults, as written
+    assert settings(flags_of_run(text)) == expected
+    assert settings([*flags_of_run(text), "--steps", "7", "--scales", "2x2,8x8"]) == dataclasses.replace(
+        expected, steps=7, scales=((2, 2), (8, 8))
+    )
+    # a run made before --prefix_weight existed trained without it
+    old = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("prefix_weight"))
+    assert settings(flags_of_run(old)).prefix_weight == 0.0 != expected.prefix_weight
 
 
 def test_resume_from_a_damaged_checkpoint_is_one_line_exit_2(data, tmp_path, capsys):
