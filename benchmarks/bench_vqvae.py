@@ -2,7 +2,8 @@
 
     python -m benchmarks.bench_vqvae --output_dir ./bench_vqvae [--cases py2d,rb] [--steps 600] [--batch_size 16]
         [--ch 32] [--ch_mult 1,2,2,4] [--embed_dim 32] [--codebook_size 1024] [--lr 2e-3] [--restart_every 50]
-        [--num_res_blocks 1] [--scales 1x1,2x2,4x4,8x8,16x16] [--spectral_weight 0] [--prefix_weight 0.1]
+        [--num_res_blocks 1] [--scales 1x1,2x2,4x4,8x8,16x16] [--spectral_weight 0] [--prefix_weight 0.1] [--beta 0.25]
+        [--seed 0]
         [--py2d_trajectories 8] [--throughput_steps 10] [--train_seconds S] [--overwrite] [--no_progress]
 
 For each case it
@@ -182,6 +183,8 @@ def train_config(args: argparse.Namespace, data_path: str | Path, field: str) ->
         restart_every=args.restart_every,
         spectral_weight=args.spectral_weight,
         prefix_weight=args.prefix_weight,
+        beta=args.beta,
+        seed=args.seed,
         log_every=max(1, args.steps // 50),
         checkpoint_every=max(1, args.steps // 4),
     )
@@ -208,6 +211,10 @@ def main(argv=None) -> int:
         default=TrainConfig.prefix_weight,
         help=f"weight of the coarse-prefix loss (default {TrainConfig.prefix_weight})",
     )
+    p.add_argument(
+        "--beta", type=float, default=TrainConfig.beta, help=f"commitment weight (default {TrainConfig.beta})"
+    )
+    p.add_argument("--seed", type=int, default=0, help="model initialisation and batch order (default 0)")
     p.add_argument(
         "--py2d_trajectories", type=int, default=8, help="training trajectories of the py2d data (default 8)"
     )
