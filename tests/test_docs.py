@@ -49,3 +49,41 @@ def test_every_documented_flag_exists(capsys):
         text = (ROOT / doc).read_text()
         stale = sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_]*", text)) - known - OTHER_TOOLS - {"--help"})
         assert not stale, f"{doc} documents flags no Gust CLI has: {stale}"
+
+
+def documented_commands(text: str) -> list[tuple[str, str, str]]:
+    """(module, verb, flags text) of every ``python -m MODULE ...`` command the text shows: inline code spans and
+    indented code lines (with backslash continuations). Flags after a bare ``--`` belong to another tool and are cut."""
+    spans = re.findall(r"`(python3? -m [\w.]+[^`]*)`", text)
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("    ") and "python" in line and " -m " in line and not line.strip().startswith("#"):
+            cmd, j = line.strip(), i
+            while cmd.endswith("\\") and j + 1 < len(lines):
+                j += 1
+                cmd = cmd[:-1] + " " + lines[j].strip()
+            spans.append(cmd)
+    out = []
+    for cmd in spans:
+        for part in re.split(r"&&|\|", cmd):
+            m = re.search(r"python3? -m ([\w.]+)(.*)", part, re.S)
+            if m and m.group(1) in CLIS:
+                rest = m.group(2).split(" -- ")[0]
+                verb = next((v[0] for v in CLIS[m.group(1)] if v and rest.split()[:1] == v), "")
+                out.append((m.group(1), verb, rest))
+    return out
+
+
+def test_every_documented_command_has_the_flags_it_shows(capsys):
+    # e.g. a README row that shows `python -m benchmarks.bench_vqvae ... --seed 1` needs bench_vqvae to have --seed,
+    # not just some other CLI
+    cache = {}
+    seen = 0
+    for doc in ("README.md", "CLAUDE.md"):
+        for module, verb, rest in documented_commands((ROOT / doc).read_text()):
+            if (module, verb) not in cache:
+                cache[module, verb] = flags_of(module, [verb] if verb else [], capsys)
+            bad = sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_]*", rest)) - cache[module, verb] - {"--help"})
+            assert not bad, f"{doc}: `python -m {module} {verb}` is shown with flags it does not have: {bad}"
+            seen += 1
+    assert seen > 30  # the docs show dozens of commands; finding none would mean the parsing broke
