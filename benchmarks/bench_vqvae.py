@@ -214,7 +214,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--beta", type=float, default=TrainConfig.beta, help=f"commitment weight (default {TrainConfig.beta})"
     )
-    p.add_argument("--seed", type=int, default=0, help="model initialisation and batch order (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=TrainConfig.seed, help=f"model init and batch order (default {TrainConfig.seed})"
+    )
     p.add_argument(
         "--py2d_trajectories", type=int, default=8, help="training trajectories of the py2d data (default 8)"
     )

@@ -566,7 +566,7 @@ class VQVAEConfig:
                     tuple(tuple(s) if isinstance(s, list) else s for s in value) if isinstance(value, list) else value
                 )
             values[key] = value
-        values = {**{k: v for k, v in LEGACY_VALUES.items() if k in names}, **values}
+        values = {**LEGACY_VALUES, **values}
         missing = sorted(names - values.keys())
         if missing:
             raise ValueError(f"config is missing keys: {', '.join(missing)}")

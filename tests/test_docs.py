@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+FLAG = r"(?<![\w-])--[a-z][a-z0-9_]*"  # a long option as it appears in --help output and in the docs
 # module -> the verbs whose --help is read ([] for none). hdf5_utils' info/validate take only a FILE: nothing to check.
 CLIS = {
     "solvers.py2d_turbulence.run_solver": [[]],
@@ -27,7 +28,7 @@ def flags_of(module: str, verb: list[str], capsys) -> set[str]:
     with pytest.raises(SystemExit) as exc:
         importlib.import_module(module).main([*verb, "--help"])
     assert exc.value.code == 0
-    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_]*", capsys.readouterr().out)) - {"--help"}
+    return set(re.findall(FLAG, capsys.readouterr().out)) - {"--help"}
 
 
 @pytest.mark.parametrize("module", sorted(CLIS))
@@ -47,7 +48,7 @@ def test_every_documented_flag_exists(capsys):
     known = set().union(*(flags_of(module, verb, capsys) for module, verbs in CLIS.items() for verb in verbs))
     for doc in ("README.md", "CLAUDE.md"):
         text = (ROOT / doc).read_text()
-        stale = sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_]*", text)) - known - OTHER_TOOLS - {"--help"})
+        stale = sorted(set(re.findall(FLAG, text)) - known - OTHER_TOOLS - {"--help"})
         assert not stale, f"{doc} documents flags no Gust CLI has: {stale}"
 
 
@@ -83,7 +84,7 @@ def test_every_documented_command_has_the_flags_it_shows(capsys):
         for module, verb, rest in documented_commands((ROOT / doc).read_text()):
             if (module, verb) not in cache:
                 cache[module, verb] = flags_of(module, [verb] if verb else [], capsys)
-            bad = sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_]*", rest)) - cache[module, verb] - {"--help"})
+            bad = sorted(set(re.findall(FLAG, rest)) - cache[module, verb] - {"--help"})
             assert not bad, f"{doc}: `python -m {module} {verb}` is shown with flags it does not have: {bad}"
             seen += 1
     assert seen > 30  # the docs show dozens of commands; finding none would mean the parsing broke
