@@ -3,8 +3,9 @@
     python -m benchmarks.bench_vqvae --output_dir ./bench_vqvae [--cases py2d,rb] [--steps 600] [--batch_size 16]
         [--ch 32] [--ch_mult 1,2,2,4] [--embed_dim 32] [--codebook_size 1024] [--lr 2e-3] [--restart_every 50]
         [--num_res_blocks 1] [--scales 1x1,2x2,4x4,8x8,16x16] [--spectral_weight 0] [--prefix_weight 0.1] [--beta 0.25]
-        [--seed 0]
-        [--py2d_trajectories 8] [--throughput_steps 10] [--train_seconds S] [--overwrite] [--no_progress]
+        [--seed 0] [--compute_dtype float32]
+        [--py2d_trajectories 8] [--throughput_steps 10] [--throughput_dtypes float32,bfloat16] [--train_seconds S]
+        [--overwrite] [--no_progress]
 
 For each case it
 1. makes the data once (kept in ``--output_dir/data``; reused by later runs): a training file and a held-out file of
@@ -14,7 +15,9 @@ For each case it
    - ``rb``: Rayleigh–Bénard ``buoyancy`` (temperature) at Ra = 1e5, Pr = 1, 128×32 uniform grid, spin-up 100, then
      4 trajectories × 100 frames (Δt_save 0.5) for training, 1 × 100 held out (seed 100);
 2. times the jitted training step (the one ``models.train_vqvae`` runs) on a device-resident batch, after
-   compilation: ms per step and samples/s, next to the forward pass alone (encode → quantise → decode) for scale;
+   compilation: ms per step and samples/s, next to the forward pass alone (encode → quantise → decode) for scale,
+   in the training's ``--compute_dtype`` and in every other dtype of ``--throughput_dtypes`` (side by side in one
+   run: the mixed-precision speed-up is their ratio);
 3. trains ``--steps`` steps (or, with ``--train_seconds S``, as many as the measured step time fits in S seconds,
    capped at ``--steps``; the schedule is set for that count before training starts) with
    ``models.train_vqvae.train`` into ``--output_dir/<case>/run`` (a normal run directory: model.eqx, config.txt,
@@ -45,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.inference import encode_batch, load_trained, normalized_batches, open_matching, prefix_batch
-from models.models import codebook_stats, make_model
+from models.models import COMPUTE_DTYPES, codebook_stats, make_model, with_compute_dtype
 from models.train_vqvae import TrainConfig, make_optimizer, model_config, train, train_step_for
 from solvers.common import hdf5_utils
 from solvers.common.cli import OneLineArgumentParser, scale_list
@@ -83,7 +86,8 @@ def make_data(case: str, data_dir: Path, progress: bool, py2d_trajectories: int 
 
 
 def time_steps(config: TrainConfig, shape: tuple[int, int], bc: tuple[str, str], n: int) -> dict:
-    """ms per training step and per forward pass on a resident random batch (after one compiling call)."""
+    """ms per training step and per forward pass on a resident random batch (after one compiling call), both in
+    ``config.compute_dtype``."""
     mconfig = model_config(config, *shape, *bc)
     model = make_model(mconfig, jax.random.PRNGKey(0))
     opt = make_optimizer(config, eqx.filter(model, eqx.is_inexact_array))
@@ -91,7 +95,7 @@ def time_steps(config: TrainConfig, shape: tuple[int, int], bc: tuple[str, str],
     counts = jnp.zeros(mconfig.codebook_size)
     batch = jax.random.normal(jax.random.PRNGKey(1), (config.batch_size, len(config.fields), *shape))
     step = train_step_for(config, opt)
-    forward = eqx.filter_jit(lambda m, x: jax.vmap(m)(x)[0])
+    forward = eqx.filter_jit(lambda m, x: jax.vmap(with_compute_dtype(m, config.compute_dtype))(x)[0])
 
     def timed(fn):
         jax.block_until_ready(fn(0))  # compile
@@ -183,6 +187,7 @@ def train_config(args: argparse.Namespace, data_path: str | Path, field: str) ->
         restart_every=args.restart_every,
         spectral_weight=args.spectral_weight,
         prefix_weight=args.prefix_weight,
+        compute_dtype=args.compute_dtype,
         beta=args.beta,
         seed=args.seed,
         log_every=max(1, args.steps // 50),
@@ -220,7 +225,17 @@ def main(argv=None) -> int:
     p.add_argument(
         "--py2d_trajectories", type=int, default=8, help="training trajectories of the py2d data (default 8)"
     )
+    p.add_argument(
+        "--compute_dtype",
+        default=TrainConfig.compute_dtype,
+        help=f"training arithmetic, one of {', '.join(COMPUTE_DTYPES)} (default {TrainConfig.compute_dtype})",
+    )
     p.add_argument("--throughput_steps", type=int, default=10, help="timed steps after compilation (default 10)")
+    p.add_argument(
+        "--throughput_dtypes",
+        default=None,
+        help="comma list of compute dtypes to time the step in, side by side (default: --compute_dtype only)",
+    )
     p.add_argument(
         "--train_seconds",
         type=float,
@@ -240,6 +255,10 @@ def main(argv=None) -> int:
         p.error(f"--py2d_trajectories must be >= 1 (got {args.py2d_trajectories})")
     if args.throughput_steps < 1:
         p.error(f"--throughput_steps must be >= 1 (got {args.throughput_steps})")
+    dtypes = [d.strip() for d in (args.throughput_dtypes or "").split(",") if d.strip()]
+    if args.throughput_dtypes is not None and (not dtypes or any(d not in COMPUTE_DTYPES for d in dtypes)):
+        p.error(f"--throughput_dtypes {args.throughput_dtypes!r}: allowed: {', '.join(COMPUTE_DTYPES)}")
+    dtypes = [args.compute_dtype] + [d for d in dict.fromkeys(dtypes) if d != args.compute_dtype]
     try:  # every training setting, before minutes of data generation
         train_config(args, "checked-before-the-data-exists.h5", FIELD[cases[0]])
     except ValueError as e:
@@ -260,7 +279,11 @@ def main(argv=None) -> int:
             shape, bc = tuple(f.shape), (f.grid.bc_y, f.grid.bc_x)
             n_train = f.n_samples
         config = train_config(args, train_path, FIELD[case])
-        speed = time_steps(config, shape, bc, args.throughput_steps)
+        by_dtype = {
+            d: time_steps(dataclasses.replace(config, compute_dtype=d), shape, bc, args.throughput_steps)
+            for d in dtypes
+        }
+        speed = by_dtype[config.compute_dtype]
         if args.train_seconds is not None:
             fit = int(args.train_seconds / (1e-3 * speed["ms_per_step"]))
             steps = max(1, min(args.steps, fit))
@@ -285,7 +308,9 @@ def main(argv=None) -> int:
             "steps": config.steps,
             "batch_size": args.batch_size,
             "train_wall_s": None if done else wall,
+            "compute_dtype": config.compute_dtype,
             **speed,
+            "throughput_by_dtype": by_dtype,
             **quality,
         }
         results["cases"][case] = res
@@ -298,7 +323,15 @@ def main(argv=None) -> int:
             f"({res['samples_per_s']:.1f} samples/s), forward {res['ms_per_forward']:.1f} ms "
             f"(step/forward {res['step_over_forward']:.2f}); {config.steps} steps"
             + ("" if done else f" in {wall:.0f} s")
+            + f" ({config.compute_dtype})"
         )
+        for d, sp in by_dtype.items():
+            if d != config.compute_dtype:
+                print(
+                    f"  {d}: {sp['ms_per_step']:.1f} ms/step ({sp['samples_per_s']:.1f} samples/s), forward "
+                    f"{sp['ms_per_forward']:.1f} ms; step speed-up over {config.compute_dtype} "
+                    f"{speed['ms_per_step'] / sp['ms_per_step']:.2f}x"
+                )
         print(
             f"held-out rel L2 {res['rel_l2']:.4f} (of the anomaly about the training mean: "
             f"{res['rel_l2_anomaly']:.4f}); {res['tokens_per_sample']} tokens, "

@@ -28,6 +28,12 @@ Design choices (documented here once):
   samples, so a circular shift of the coarse codes shifts their contribution. Along a wall axis it is
   ``jax.image.resize`` itself. Configs written before ``wrap_upsample`` existed load with it off (their models were
   trained with ``jax.image.resize`` on every axis, which near a periodic edge extrapolates instead of wrapping).
+- Mixed precision: an encoder or decoder computes in the dtype of its own weights (its input is cast to it), and
+  the quantiser always in its codebook's dtype (float32), so the cosine lookup, the codebook and commitment losses
+  and the cumulative reconstruction never round to bfloat16. :func:`with_compute_dtype` returns the model with
+  bfloat16 encoder/decoder weights for the forward pass of a training step; gradients flow back through the casts
+  to the float32 parameters, which are what the optimiser updates and checkpoints hold. GroupNorm computes its
+  statistics in float32 whatever its input (Equinox upcasts).
 - Area downsampling is adaptive average pooling (PyTorch's ``mode="area"``): output cell i averages input cells
   ``floor(i H / h) .. ceil((i + 1) H / h) - 1``, so any scale up to the latent size is allowed.
 
@@ -55,6 +61,8 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 BOUNDARIES = ("periodic", "wall")
 _PAD_MODE = {"periodic": "wrap", "wall": "edge"}
 UPSAMPLE_METHODS = ("bicubic", "bilinear")
+# dtypes the encoder and decoder may compute in (:func:`with_compute_dtype`); parameters are always stored in float32
+COMPUTE_DTYPES = ("float32", "bfloat16")
 # VQVAEConfig fields added after models were saved, with the value those models were built with (absent from their
 # config.txt).
 LEGACY_VALUES = {"wrap_upsample": False}
@@ -198,7 +206,7 @@ class Encoder(eqx.Module):
             raise ValueError(f"Encoder expects one sample (C={self.in_channels}, H, W) (got {x.shape}); use jax.vmap")
         if x.shape[1] % self.factor or x.shape[2] % self.factor:
             raise ValueError(f"image size {x.shape[1:]} must be divisible by the downsampling factor {self.factor}")
-        h = self.conv_in(x)
+        h = self.conv_in(x.astype(self.conv_in.conv.weight.dtype))  # computes in its weights' dtype
         for block in self.blocks:
             h = block(h)
         h = self.mid(h)
@@ -242,7 +250,7 @@ class Decoder(eqx.Module):
         self.conv_out = PaddedConv(cin, out_channels, 3, bc, key=next(keys))
 
     def __call__(self, z: Float[Array, "d h w"]) -> Float[Array, "c H W"]:
-        h = self.mid(self.conv_in(z))
+        h = self.mid(self.conv_in(z.astype(self.conv_in.conv.weight.dtype)))  # computes in its weights' dtype
         for block in self.blocks:
             if isinstance(block, PaddedConv):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
@@ -609,14 +617,18 @@ class MultiScaleVQVAE(eqx.Module):
     def __call__(self, x: Float[Array, "c H W"], *, key: PRNGKeyArray | None = None):
         """Return ``(recon, aux)``; see :class:`MultiScaleQuantizer` for ``aux``. ``key`` is unused (no dropout)."""
         del key
-        self._check(x)
-        z_st, aux = self.quantizer(self.encoder(x))
-        return self.decoder(z_st), aux
+        z_st, aux = self.quantizer(self.latent(x))
+        return self.decode(z_st), aux
 
     def latent(self, x: Float[Array, "c H W"]) -> Float[Array, "d h w"]:
-        """Encoder output (e.g. the ``vectors`` for :func:`restart_dead_codes`, after reshaping to (h w, d))."""
+        """Encoder output in the quantiser's dtype (e.g. the ``vectors`` for :func:`restart_dead_codes`, after
+        reshaping to (h w, d))."""
         self._check(x)
-        return self.encoder(x)
+        return self.encoder(x).astype(self.quantizer.codebook.dtype)
+
+    def decode(self, z: Float[Array, "d h w"]) -> Float[Array, "c H W"]:
+        """Decoder output for the latent ``z``, in the quantiser's dtype (float32 also under mixed precision)."""
+        return self.decoder(z).astype(self.quantizer.codebook.dtype)
 
     def encode_indices(self, x: Float[Array, "c H W"]) -> list[Int[Array, "hk wk"]]:
         return self.quantizer(self.latent(x))[1]["indices"]
@@ -624,15 +636,30 @@ class MultiScaleVQVAE(eqx.Module):
     def decode_indices(self, indices: Sequence[Int[Array, "hk wk"]]) -> Float[Array, "c H W"]:
         if len(indices) != len(self.quantizer.scales):
             raise ValueError(f"expected {len(self.quantizer.scales)} index maps, one per scale (got {len(indices)})")
-        return self.decoder(self.quantizer.indices_to_latent(indices))
+        return self.decode(self.quantizer.indices_to_latent(indices))
 
     def prefix_reconstructions(self, x: Float[Array, "c H W"]) -> list[Float[Array, "c H W"]]:
         """Decoded reconstructions from the first k scales, k = 1..K (the last equals ``decode_indices`` of all)."""
         idx = self.encode_indices(x)
-        return [self.decoder(self.quantizer.indices_to_latent(idx, k)) for k in range(1, len(idx) + 1)]
+        return [self.decode(self.quantizer.indices_to_latent(idx, k)) for k in range(1, len(idx) + 1)]
 
     def with_codebook(self, codebook: Float[Array, "v d"]) -> MultiScaleVQVAE:
         return eqx.tree_at(lambda m: m.quantizer.codebook, self, codebook)
+
+
+def with_compute_dtype(model: MultiScaleVQVAE, dtype: str) -> MultiScaleVQVAE:
+    """``model`` with its encoder's and decoder's floating-point leaves cast to ``dtype`` (one of
+    :data:`COMPUTE_DTYPES`); the quantiser is left in float32. Differentiable: the gradient with respect to the
+    original model's parameters arrives in their own dtype. ``"float32"`` returns ``model`` itself."""
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute dtype must be one of {COMPUTE_DTYPES} (got {dtype!r})")
+    if dtype == "float32":
+        return model
+
+    def cast(tree):
+        return jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+
+    return eqx.tree_at(lambda m: (m.encoder, m.decoder), model, (cast(model.encoder), cast(model.decoder)))
 
 
 def make_model(config: VQVAEConfig, key: PRNGKeyArray) -> MultiScaleVQVAE:

@@ -58,6 +58,7 @@ from solvers.common.cli import (
 from solvers.common.hdf5_utils import provenance
 
 from .models import (
+    COMPUTE_DTYPES,
     LEGACY_VALUES,
     UPSAMPLE_METHODS,
     MultiScaleVQVAE,
@@ -65,6 +66,7 @@ from .models import (
     codebook_stats,
     make_model,
     restart_dead_codes,
+    with_compute_dtype,
 )
 
 PROG = "python -m models.train_vqvae"
@@ -75,7 +77,7 @@ _MODEL_KEYS += ("phi_ratio", "phi_kernel", "upsample")
 # Keys that may differ between a run and its --resume (they do not change the trained parameters).
 _RESUME_FREE = ("log_every", "checkpoint_every")
 # settings added after runs were made, with the value those runs trained with (absent from their config.txt)
-LEGACY_TRAIN_VALUES = {"prefix_weight": 0.0}
+LEGACY_TRAIN_VALUES = {"prefix_weight": 0.0, "compute_dtype": "float32"}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -92,7 +94,9 @@ class TrainConfig:
     warmup_steps (linear from 0; None: steps // 10), end_lr_ratio (cosine decay to lr × end_lr_ratio at `steps`),
     weight_decay, spectral_weight, prefix_weight (see :func:`loss_fn`), seed (model init, batch order, restart and
     prefix draws), log_every, checkpoint_every,
-    restart_every (dead-code restarts every this many steps; 0: off). Model: the
+    restart_every (dead-code restarts every this many steps; 0: off), compute_dtype (the encoder's and decoder's
+    arithmetic in training: "float32", or "bfloat16" for mixed precision with float32 parameters, optimiser state and
+    quantiser; see :func:`models.models.with_compute_dtype`). Model: the
     architecture keys of :class:`VQVAEConfig` (scales None: 1, 2, 4, ... capped at and ending on the latent size).
     """
 
@@ -114,6 +118,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     restart_every: int = 100
+    compute_dtype: str = "float32"
     ch: int = 16
     ch_mult: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
@@ -193,6 +198,8 @@ class TrainConfig:
         object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
         if self.upsample not in UPSAMPLE_METHODS:
             raise ValueError(f"--upsample must be one of {UPSAMPLE_METHODS} (got {self.upsample!r})")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"--compute_dtype must be one of {', '.join(COMPUTE_DTYPES)} (got {self.compute_dtype!r})")
 
     @property
     def has_val(self) -> bool:
@@ -294,13 +301,18 @@ def loss_fn(
     spectral_weight: float,
     prefix_weight: float = 0.0,
     key: jax.Array | None = None,
+    compute_dtype: str = "float32",
 ) -> tuple[jax.Array, dict]:
     """Total loss and its parts on a normalised batch (B, C, H, W).
+
+    The encoder and decoder compute in ``compute_dtype`` (:func:`models.models.with_compute_dtype`); the quantiser
+    and every loss in float32.
 
     With ``prefix_weight`` > 0 each sample also decodes the cumulative reconstruction of its first k scales, k drawn
     uniformly from 1..K−1 with ``key``, and ``prefix_weight`` × that reconstruction's MSE is added (``prefix_mse``):
     the decoder otherwise only ever sees full latents, and the coarse prefixes decode to worse than nothing.
     """
+    model = with_compute_dtype(model, compute_dtype)
     recon, aux = jax.vmap(model)(batch)
     mse = _channel_mse(recon, batch)
     vq = jnp.mean(aux["vq_loss"])
@@ -317,7 +329,7 @@ def loss_fn(
             raise ValueError("loss_fn: prefix_weight > 0 needs a PRNG key (which prefix each sample decodes)")
         k = jax.random.randint(key, (batch.shape[0],), 0, n_scales - 1)  # prefix of k + 1 scales, never all K
         latents = aux["prefix_latents"][jnp.arange(batch.shape[0]), k]
-        prefix = _channel_mse(jax.vmap(model.decoder)(latents), batch)
+        prefix = _channel_mse(jax.vmap(model.decode)(latents), batch)
         metrics["prefix_mse"] = prefix
         loss = loss + prefix_weight * prefix
     metrics["loss"] = loss
@@ -338,6 +350,7 @@ def make_train_step(
     prefix_weight: float = 0.0,
     restart_every: int = 0,
     seed: int = 0,
+    compute_dtype: str = "float32",
     on_trace: Callable[[], None] | None = None,
 ):
     """``train_step(model, opt_state, counts, batch, step) -> (model, opt_state, counts, metrics)``, one ``filter_jit``.
@@ -348,7 +361,9 @@ def make_train_step(
     ``fold_in(PRNGKey(seed), step)``: a pure function of seed and step, so a resumed run draws the same numbers) and
     ``counts`` is reset; ``metrics["restarted"]`` is the number of codes replaced (0 on other steps).
     The prefix-loss draws (``prefix_weight`` > 0, see :func:`loss_fn`) use ``fold_in(fold_in(PRNGKey(seed), step), 1)``.
-    ``on_trace`` is called each time JAX traces the step (tests use it to check the step compiles once).
+    ``compute_dtype`` is the encoder's and decoder's arithmetic in the loss (see :func:`loss_fn`); the restart's
+    encoder outputs are float32. ``on_trace`` is called each time JAX traces the step (tests use it to check the step
+    compiles once).
     """
     base_key = jax.random.PRNGKey(seed)
 
@@ -358,7 +373,7 @@ def make_train_step(
             on_trace()
         grad_fn = eqx.filter_value_and_grad(loss_fn, has_aux=True)
         prefix_key = jax.random.fold_in(jax.random.fold_in(base_key, step), 1)
-        (_, metrics), grads = grad_fn(model, batch, spectral_weight, prefix_weight, prefix_key)
+        (_, metrics), grads = grad_fn(model, batch, spectral_weight, prefix_weight, prefix_key, compute_dtype)
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
         model = eqx.apply_updates(model, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -381,21 +396,22 @@ def make_train_step(
 
 
 def train_step_for(config: TrainConfig, optimizer: optax.GradientTransformation, *, on_trace=None):
-    """:func:`make_train_step` with the loss weights, restart cadence and seed of ``config``."""
+    """:func:`make_train_step` with the loss weights, restart cadence, seed and compute dtype of ``config``."""
     return make_train_step(
         optimizer,
         config.spectral_weight,
         prefix_weight=config.prefix_weight,
         restart_every=config.restart_every,
         seed=config.seed,
+        compute_dtype=config.compute_dtype,
         on_trace=on_trace,
     )
 
 
 @eqx.filter_jit
-def _eval_step(model, batch, spectral_weight, prefix_weight):
+def _eval_step(model, batch, spectral_weight, prefix_weight, compute_dtype):
     # a fixed key: the validation loss of every logging step sees the same prefix draws
-    metrics = loss_fn(model, batch, spectral_weight, prefix_weight, jax.random.PRNGKey(0))[1]
+    metrics = loss_fn(model, batch, spectral_weight, prefix_weight, jax.random.PRNGKey(0), compute_dtype)[1]
     del metrics["code_counts"]
     return metrics
 
@@ -683,7 +699,7 @@ def _val_loss(model, val_ds: GustDataset, stats: FieldStats, config: TrainConfig
     with BatchLoader(val_ds, bs, shuffle=False, drop_remainder=False, epochs=1, normalize=stats) as vl:
         for batch in vl:
             batch = jax.device_put(batch, replicated)
-            m = _eval_step(model, batch, config.spectral_weight, config.prefix_weight)
+            m = _eval_step(model, batch, config.spectral_weight, config.prefix_weight, config.compute_dtype)
             total += float(m["loss"]) * batch.shape[0]
             count += batch.shape[0]
     return total / count
@@ -724,6 +740,13 @@ def build_parser() -> OneLineArgumentParser:
         g.add_argument(
             f"--{name}", type=typ, default=default, help=help_ if default is None else f"{help_} (default {default})"
         )
+    g.add_argument(
+        "--compute_dtype",
+        choices=COMPUTE_DTYPES,
+        default=d.compute_dtype,
+        help="encoder/decoder arithmetic: bfloat16 is mixed precision (float32 parameters, quantiser and losses) "
+        f"(default {d.compute_dtype})",
+    )
     g = p.add_argument_group("model (see models.models.VQVAEConfig)")
     for name in ("ch", "num_res_blocks", "num_groups", "embed_dim", "codebook_size", "phi_kernel"):
         g.add_argument(f"--{name}", type=int, default=getattr(d, name), help=f"(default {getattr(d, name)})")

@@ -23,6 +23,16 @@ from benchmarks import bench_py2d, bench_rayleigh_benard, bench_vqvae
         (bench_vqvae.main, ["--output_dir", "unused", "--steps", "0"], "--steps must be an integer >= 1 (got 0)"),
         (bench_vqvae.main, ["--output_dir", "unused", "--lr", "nan"], "--lr must be a finite number > 0.0 (got nan)"),
         (bench_vqvae.main, ["--output_dir", "unused", "--ch_mult", "1,x"], "--ch_mult must be comma-separated"),
+        (
+            bench_vqvae.main,
+            ["--output_dir", "unused", "--compute_dtype", "float16"],
+            "--compute_dtype must be one of float32, bfloat16 (got 'float16')",
+        ),
+        (
+            bench_vqvae.main,
+            ["--output_dir", "unused", "--throughput_dtypes", "float32,fp8"],
+            "--throughput_dtypes 'float32,fp8': allowed: float32, bfloat16",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(main, args, needle, capsys):

@@ -21,6 +21,7 @@ from models.models import (
     restart_dead_codes,
     save,
     upsample,
+    with_compute_dtype,
 )
 
 TINY = VQVAEConfig(
@@ -317,3 +318,40 @@ def test_continuous_latent_diagnostic_bypasses_the_codes_and_restores_them():
         assert len(aux["indices"]) == 3  # the quantiser still runs (its losses and usage are logged)
     assert not np.allclose(free, quantised)
     np.testing.assert_array_equal(model(x)[0], quantised)
+
+
+def test_bfloat16_compute_casts_the_encoder_and_decoder_only_and_gradients_reach_float32_parameters():
+    model = make_model(TINY, jax.random.PRNGKey(0))
+    assert with_compute_dtype(model, "float32") is model
+    with pytest.raises(ValueError, match="compute dtype must be one of"):
+        with_compute_dtype(model, "float16")
+    mixed = with_compute_dtype(model, "bfloat16")
+
+    def dtypes(tree):
+        return {a.dtype.name for a in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))}
+
+    assert dtypes(mixed.encoder) == dtypes(mixed.decoder) == {"bfloat16"}
+    assert dtypes(mixed.quantizer) == {"float32"}  # cosine lookup, gains, phi and the vq losses stay float32
+    x = smooth_fields(jax.random.PRNGKey(1), 8, 1, 16, 16)
+
+    def rel(a, b):
+        return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+    z, z_mixed = jax.vmap(model.latent)(x), jax.vmap(mixed.latent)(x)
+    recon, recon_mixed = jax.vmap(model.decode)(z), jax.vmap(mixed.decode)(z)
+    assert z_mixed.dtype == recon_mixed.dtype == jnp.float32  # handed to the quantiser and the loss in float32
+    assert jax.vmap(mixed)(x)[0].dtype == jnp.float32
+    # bfloat16 keeps 8 significant bits (rounding 2^-9, 0.2%); over this encoder's and decoder's 8 layers each the
+    # rounding adds up to about 1%. Zero would mean float32 arithmetic; several percent, a coarser format.
+    for name, a, b in (("latent", z_mixed, z), ("decoder output", recon_mixed, recon)):
+        assert 1e-3 < rel(a, b) < 0.05, f"{name}: rel difference {rel(a, b):.2e} from float32"
+
+    def loss(m, dtype):
+        mm = with_compute_dtype(m, dtype)
+        return jnp.mean((jax.vmap(mm.decode)(jax.vmap(mm.latent)(x)) - x) ** 2)
+
+    g, g_mixed = (eqx.filter_grad(loss)(model, d) for d in ("float32", "bfloat16"))
+    assert dtypes(g_mixed) == {"float32"}  # the optimiser updates float32 parameters
+    flat = [jnp.concatenate([v.ravel() for v in jax.tree_util.tree_leaves(t)]) for t in (g, g_mixed)]
+    cosine = float(flat[0] @ flat[1] / (jnp.linalg.norm(flat[0]) * jnp.linalg.norm(flat[1])))
+    assert cosine > 0.999, f"bfloat16 gradient points {cosine:.5f} (cosine) along the float32 one"
