@@ -51,7 +51,7 @@ from models.inference import encode_batch, load_trained, normalized_batches, ope
 from models.models import COMPUTE_DTYPES, codebook_stats, make_model, with_compute_dtype
 from models.train_vqvae import TrainConfig, make_optimizer, model_config, train, train_step_for
 from solvers.common import hdf5_utils
-from solvers.common.cli import OneLineArgumentParser, scale_list
+from solvers.common.cli import OneLineArgumentParser, choice_list, scale_list
 
 CASES = ("py2d", "rb")
 FIELD = {"py2d": "omega", "rb": "buoyancy"}
@@ -233,7 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--throughput_steps", type=int, default=10, help="timed steps after compilation (default 10)")
     p.add_argument(
         "--throughput_dtypes",
-        default=None,
+        type=choice_list(COMPUTE_DTYPES),
+        default=(),
         help="comma list of compute dtypes to time the step in, side by side (default: --compute_dtype only)",
     )
     p.add_argument(
@@ -255,10 +256,7 @@ def main(argv=None) -> int:
         p.error(f"--py2d_trajectories must be >= 1 (got {args.py2d_trajectories})")
     if args.throughput_steps < 1:
         p.error(f"--throughput_steps must be >= 1 (got {args.throughput_steps})")
-    dtypes = [d.strip() for d in (args.throughput_dtypes or "").split(",") if d.strip()]
-    if args.throughput_dtypes is not None and (not dtypes or any(d not in COMPUTE_DTYPES for d in dtypes)):
-        p.error(f"--throughput_dtypes {args.throughput_dtypes!r}: allowed: {', '.join(COMPUTE_DTYPES)}")
-    dtypes = [args.compute_dtype] + [d for d in dict.fromkeys(dtypes) if d != args.compute_dtype]
+    dtypes = [args.compute_dtype] + [d for d in args.throughput_dtypes if d != args.compute_dtype]
     try:  # every training setting, before minutes of data generation
         train_config(args, "checked-before-the-data-exists.h5", FIELD[cases[0]])
     except ValueError as e:

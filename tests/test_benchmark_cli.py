@@ -31,7 +31,7 @@ from benchmarks import bench_py2d, bench_rayleigh_benard, bench_vqvae
         (
             bench_vqvae.main,
             ["--output_dir", "unused", "--throughput_dtypes", "float32,fp8"],
-            "--throughput_dtypes 'float32,fp8': allowed: float32, bfloat16",
+            "argument --throughput_dtypes: must be a comma list from float32, bfloat16 (got 'float32,fp8')",
         ),
     ],
 )

@@ -70,6 +70,18 @@ def precision_list(text: str) -> tuple[str, ...]:
     return values
 
 
+def choice_list(allowed: tuple[str, ...]):
+    """argparse type factory: a non-empty comma list of names from ``allowed`` (duplicates dropped, order kept)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        values = comma_list(text)
+        if not values or not set(values) <= set(allowed):
+            raise argparse.ArgumentTypeError(f"must be a comma list from {', '.join(allowed)} (got {text!r})")
+        return tuple(dict.fromkeys(values))
+
+    return parse
+
+
 def scale_list(text: str) -> tuple[tuple[int, int], ...]:
     """argparse type for AxB pairs (VQ-VAE scales, grid sizes): ``1x1,2x2,4x8`` → ((1, 1), (2, 2), (4, 8))."""
     try:
