@@ -2,7 +2,7 @@
 
     python -m benchmarks.profile_step --output_dir ./profile [--workloads py2d,rb,vqvae] [--py2d_n 1024]
         [--rb_grid 512x128] [--vq_size 128] [--vq_batch 32] [--frames 8] [--vq_steps 40] [--precision float32]
-        [--state_seconds 60]
+        [--state_seconds 60] [--vq_compute_dtype float32]
 
 For each workload it runs the real entry point twice (``JAX_COMPILATION_CACHE_DIR`` spares the second call the XLA
 compilation):
@@ -10,7 +10,9 @@ compilation):
 - ``py2d``: ``solvers.py2d_turbulence.solver.run`` at ``--py2d_n``², ab2cn, frames of 100 steps;
 - ``rb``: ``solvers.rayleigh_benard.solver.run`` at ``--rb_grid``, Ra = 1e8, fixed dt, frames of 100 steps, four
   fields saved (as The Well's set);
-- ``vqvae``: ``models.train_vqvae.train`` on a 128² ω file written by the py2d solver (units of one step).
+- ``vqvae``: ``models.train_vqvae.train`` on a ``--vq_size``² ω file written by the py2d solver (units of one step),
+  with the model of ``run_all.sh``'s ``vqvae_py2d`` stage (ch 32, ch_mult 1,2,2, D = 4, V = 256) and the encoder's
+  and decoder's arithmetic in ``--vq_compute_dtype`` (bfloat16: mixed precision, as that stage trains).
 
 The second call is traced with ``jax.profiler.trace`` (Perfetto JSON). The step program is the XLA module with the
 most device events (the solver's chunk, the training step); its span in the trace is the production loop, whose
@@ -41,6 +43,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from models.models import COMPUTE_DTYPES
 from solvers.common.cli import DEFAULT_STATE_SECONDS
 
 KINDS = ("fft", "matmul/conv", "copy/transpose", "memcpy", "elementwise/reduce", "other")
@@ -217,15 +220,19 @@ def workload_vqvae(args, work: Path, out: Path) -> dict:
         log=lambda s: None,
     )
 
-    def make_run(steps):
+    def make_run(steps):  # the model of run_all.sh's vqvae_py2d stage (128² → 32×32 latent, 48.0×)
         config = TrainConfig(
             data_path=str(data), fields=("omega",), steps=steps, batch_size=args.vq_batch, ch=32,
-            ch_mult=(1, 2, 2, 4), embed_dim=32, codebook_size=1024, log_every=10, checkpoint_every=10**6,
+            ch_mult=(1, 2, 2), embed_dim=4, codebook_size=256, log_every=10, checkpoint_every=10**6,
+            compute_dtype=args.vq_compute_dtype,
         )  # fmt: skip
         return lambda: train(config, work / "vq_run", overwrite=True, progress=False)
 
     res = profile(make_run, args.vq_steps, 1, out / "vqvae")
-    label = f"VQ-VAE train loop, {args.vq_size}² ω, batch {args.vq_batch}, ch 32, runs of {args.vq_steps} steps"
+    label = (
+        f"VQ-VAE train loop, {args.vq_size}² ω, batch {args.vq_batch}, ch 32, D 4, V 256, {args.vq_compute_dtype} "
+        f"encoder/decoder, runs of {args.vq_steps} steps"
+    )
     return {"label": label, "bare_ms": None} | res
 
 
@@ -241,6 +248,12 @@ def main(argv=None) -> int:
     p.add_argument("--vq_size", type=int, default=128, help="VQ-VAE field size (default 128)")
     p.add_argument("--vq_batch", type=int, default=32, help="VQ-VAE batch (default 32)")
     p.add_argument("--vq_steps", type=int, default=40, help="VQ-VAE training steps traced (default 40)")
+    p.add_argument(
+        "--vq_compute_dtype",
+        choices=COMPUTE_DTYPES,
+        default="float32",
+        help="the VQ-VAE encoder's and decoder's arithmetic, as train_vqvae --compute_dtype (default float32)",
+    )
     p.add_argument("--frames", type=int, default=8, help="saved frames of the traced solver runs (default 8)")
     p.add_argument("--precision", choices=("float32", "float64"), default="float32")
     p.add_argument(

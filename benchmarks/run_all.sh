@@ -39,7 +39,7 @@ if [[ ${QUICK:-0} == 1 ]]; then
     py2d_goal=(--schemes ab2cn --sizes 32 --precisions float32 --ensembles 1 --steps 5 --repeats 1)
     py2d_scan=(--schemes ab2cn --sizes 32 --precisions float32 --ensembles 2 --steps 5 --repeats 1)
     rb=(--sizes 32x16 --precisions float32 --ensembles 1,2 --steps 5 --repeats 1)
-    prof=(--py2d_n 32 --rb_grid 32x16 --vq_size 32 --vq_batch 2 --vq_steps 2 --frames 2)
+    prof=(--py2d_n 32 --rb_grid 32x16 --vq_size 32 --vq_batch 2 --vq_steps 2 --frames 2 --vq_compute_dtype bfloat16)
     vq=(--steps 2 --batch_size 2 --ch 8 --ch_mult 1,2 --embed_dim 8 --codebook_size 16 --throughput_steps 1
         --compute_dtype bfloat16)
     vq_py2d=(--scales 1x1,2x2,4x4,8x8,64x64 --throughput_dtypes float32,bfloat16)
@@ -52,7 +52,7 @@ else
         --repeats 5)
     py2d_scan=(--schemes ab2cn --sizes 256,512,2048 --precisions float32 --ensembles 1,16 --steps 100 --repeats 3)
     rb=(--sizes 512x128 --precisions float32,float64 --ensembles 1,16,64 --steps 100 --repeats 3 --dt 0.0025)
-    prof=(--frames 4 --vq_steps 30)
+    prof=(--frames 4 --vq_steps 30 --vq_compute_dtype bfloat16)
     # 128² ω at 48.0× compression (32×32 latent, scales 1, 2, 4, ..., 32, V = 256: 1365 tokens of 8 bits); the
     # quality goal of issue 5 is ≤ 0.10 held-out rel L2 at ≥ 48×. Code dimension 4: the best of 2, 4, 8, 32 in the
     # README's CPU trials of this layout (the H200 row of 0.143 used 32). Mixed precision (bfloat16 encoder and
