@@ -168,8 +168,7 @@ def test_resume_continues_from_the_last_saved_state(
     frame); a resumed run rewinds to it, recomputes the frames after it and ends bit-for-bit as a straight run."""
     real = solver.make_simulation
     monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(4, real))
-    with pytest.raises(KeyboardInterrupt):
-        cli(tmp_path, "--state_seconds", state_seconds)
+    assert cli(tmp_path, "--state_seconds", state_seconds)[0] == 130  # Ctrl-C: exit 130, committed frames kept
     path = next((tmp_path / "out").glob("*.h5"))
     with hdf5_utils.open_dataset(path) as f:
         assert f.n_samples == 3 and f.state_counts[0] == state_at  # frames 0–2 committed; the state after frame 2 or 0
@@ -201,8 +200,7 @@ def test_a_format_1_0_file_resumes_with_the_state_saved_every_frame(
 
     real = solver.make_simulation
     monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(4, real))
-    with pytest.raises(KeyboardInterrupt):
-        cli(tmp_path, "--state_seconds", "0")  # as a 1.0 writer did: the state with every frame
+    assert cli(tmp_path, "--state_seconds", "0")[0] == 130  # as a 1.0 writer did: the state with every frame
     path = next((tmp_path / "out").glob("*.h5"))
     with h5py.File(path, "r+") as f:  # what a 1.0 writer left: no counts in the state slots
         for k in (0, 1):
@@ -338,6 +336,12 @@ def test_taylor_green_run_decays_at_the_viscous_rate(tmp_path):
         (["--n_trajectories", "100000000000"], "--n_trajectories 100000000000 needs at least"),
         (["--state_seconds", "-1"], "--state_seconds must be a finite number >= 0 (got -1.0)"),
         (["--state_seconds", "nan"], "--state_seconds must be a finite number >= 0 (got nan)"),
+        (["--sgs", "smag", "--cs", "1e200"], "--cs must be in (0, 10] (got 1e+200"),  # C_s² overflowed a float
+        (["--diag_every", "-1"], "--diag_every must be 0 (automatic) or a positive divisor of 5 (got -1)"),
+        (["--spinup_time", "-0.01"], "--spinup_time must be 0 or a positive multiple of --dt"),
+        (["--coordinator_address", "notahost"], "--coordinator_address must be host:port (got 'notahost')"),
+        (["--num_processes", "4", "--process_id", "9"], "--num_processes and --process_id need --coordinator_address"),
+        (["--coordinator_address", "h:1", "--num_processes", "2", "--process_id", "2"], "--process_id must be in [0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
@@ -399,3 +403,100 @@ def test_spinup_is_simulated_but_not_saved(tmp_path):
     np.testing.assert_allclose(sa["time"], [0.1, 0.15, 0.2], atol=1e-12)
     np.testing.assert_array_equal(sa["step"], sb["step"][2:])
     np.testing.assert_allclose(a, b[2:], rtol=0, atol=1e-6 * np.abs(b).max())
+
+
+def test_fields_that_overflow_float32_count_as_a_blow_up(tmp_path, monkeypatch, capsys):
+    """A float64 state of |ω| ~ 1e147 is finite, but its float32 output fields are inf: such a frame is a blow-up,
+    not a good frame (it used to be committed, and the file failed validation)."""
+    real = solver.make_simulation
+
+    def overflowing(cfg):
+        sim = real(cfg)
+        calls = {"n": 0}
+
+        def chunk(state):
+            calls["n"] += 1
+            new, fields, diags, finite = sim.chunk(state)
+            if calls["n"] == 3:  # the state stays finite; only the stored fields overflow
+                fields = {k: v.at[:, 0, 0].set(jnp.inf) for k, v in fields.items()}
+            return new, fields, diags, finite
+
+        return dataclasses.replace(sim, chunk=chunk)
+
+    monkeypatch.setattr(solver, "make_simulation", overflowing)
+    code, path = cli(tmp_path)
+    err = capsys.readouterr().err
+    assert code == 3 and "t = 0.15: blow-up" in err and "stored as float32" in err, err
+    omega, _, _, complete = read_all(path)
+    assert not complete and len(omega) == 3 and np.all(np.isfinite(omega))
+    assert hdf5_utils.validate(path) == [
+        f"incomplete: 3/5 samples written (stop_reason: {err.split('error: ')[1].strip()})"
+    ]
+
+
+def test_storable_flags_each_trajectory_beyond_float32_range():
+    fields = {"a": np.zeros((3, 2, 2)), "b": np.zeros((3, 2, 2))}
+    fields["a"][1, 0, 1] = 1e39  # finite in float64, inf in float32
+    fields["b"][2, 1, 1] = np.nan
+    np.testing.assert_array_equal(driver.storable(fields, 3), [True, False, False])
+    fields["a"][1, 0, 1] = 3e38  # within float32's range (max 3.4e38)
+    np.testing.assert_array_equal(driver.storable(fields, 3), [True, True, False])
+
+
+def test_non_finite_initial_state_is_bad_input(tmp_path, capsys):
+    x = np.sin(2 * np.pi * np.arange(16) / 16)
+    np.save(tmp_path / "huge.npy", 1.7e308 * np.outer(x, x))  # finite, but its spectrum and velocity overflow
+    code, _ = cli(tmp_path, "--ic_file", str(tmp_path / "huge.npy"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith("the initial state is not finite (CFL nan); check --ic_file"), err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_file_names_keep_settings_apart_and_stay_short(tmp_path):
+    name = driver.name_number
+    assert [name(1e6), name(0.001), name(1000), name(0.17)] == ["1e+06", "0.001", "1000", "0.17"]  # as before
+    assert name(1000001.0) == "1000001" and name(0.1234567) == "0.1234567"  # %g would round both to 6 digits
+    a = solver.Py2DConfig(NX=16, Re=1e6).output_name()
+    assert a != solver.Py2DConfig(NX=16, Re=1000001.0).output_name() and "_Re1e+06_" in a
+    # a run started from a run started from a run ...: the IC's stem is capped, so the chain's names stop growing
+    stem = Path(a).stem
+    for _ in range(3):
+        (ic_file := tmp_path / f"{stem}.h5").touch()  # the config checks only that the file exists
+        nxt = solver.Py2DConfig(NX=16, ic_file=str(ic_file), ic_sample=2).output_name()
+        assert len(nxt) <= len(a) + 50, nxt
+        stem = Path(nxt).stem
+    assert "-s2_seed0" in nxt
+    assert driver.name_stem("short_name.h5") == "short_name"
+
+
+def test_existing_output_of_another_run_names_the_settings_that_differ(tmp_path, capsys):
+    assert cli(tmp_path)[0] == 0
+    capsys.readouterr()
+    code, _ = cli(tmp_path, "--diag_every", "1")  # not in the file name: the same name, another run
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "already exists (written with different settings: diag_every)" in err, err
+
+
+def test_output_path_taken_by_a_directory_is_refused(tmp_path, capsys):
+    cfg = solver.Py2DConfig(NX=16, dt=0.01, t_total=0.2, save_interval=0.05, Re=200)
+    (tmp_path / "out" / cfg.output_name()).mkdir(parents=True)
+    code, _ = cli(tmp_path, "--overwrite")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "is a directory where the output file goes" in err, err
+
+
+def test_run_stopped_in_the_spin_up_resumes_from_the_start(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the spin-up leaves a file with no frame and no state: --resume starts it again (it used to
+    refuse: 'no committed solver state'), and the result is the straight run's."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "_spin_up", interrupted)
+    assert cli(tmp_path, "--spinup_time", "0.1")[0] == 130
+    assert "rerun with --resume" in capsys.readouterr().err
+    monkeypatch.undo()
+    code, path = cli(tmp_path, "--spinup_time", "0.1", "--resume")
+    assert code == 0 and "starting it again" in capsys.readouterr().err
+    assert cli(tmp_path, "--spinup_time", "0.1", out="straight")[0] == 0
+    np.testing.assert_array_equal(read_all(path)[0], read_all(next((tmp_path / "straight").glob("*.h5")))[0])

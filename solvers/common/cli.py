@@ -15,6 +15,7 @@ import sys
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell's convention 128 + 2
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -118,6 +119,17 @@ def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
 
 def init_distributed(args: argparse.Namespace) -> None:
     """Join a multi-process JAX run before any computation, if the flags ask for it."""
+    if args.coordinator_address is not None:
+        host, _, port = args.coordinator_address.rpartition(":")
+        if not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"--coordinator_address must be host:port (got {args.coordinator_address!r})")
+    explicit = [f"--{k}" for k in ("num_processes", "process_id") if getattr(args, k) is not None]
+    if explicit and not (args.distributed or args.coordinator_address):
+        raise ValueError(f"{' and '.join(explicit)} need --coordinator_address (or --distributed)")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise ValueError(f"--num_processes must be >= 1 (got {args.num_processes})")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 2**31):
+        raise ValueError(f"--process_id must be in [0, --num_processes) (got {args.process_id})")
     if not (args.distributed or args.coordinator_address):
         return
     import jax
@@ -179,6 +191,8 @@ def run_main(
         return fail(prog, "--overwrite and --resume exclude each other; pick one")
     if not str(args.output_dir).strip():
         return fail(prog, "--output_dir must not be empty")
+    if os.path.islink(args.output_dir) and not os.path.exists(args.output_dir):
+        return fail(prog, f"--output_dir {args.output_dir} is a broken symbolic link")
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         return fail(prog, f"--output_dir {args.output_dir} exists and is not a directory")
     try:
@@ -199,6 +213,8 @@ def run_main(
         return fail(prog, os_error_text(e))
     except BlowUpError as e:
         return fail(prog, str(e), EXIT_RUN_FAILED)
+    except KeyboardInterrupt:
+        return fail(prog, "interrupted; what was committed is kept: rerun with --resume to continue", EXIT_INTERRUPTED)
     except (RuntimeError, MemoryError) as e:  # jax.errors.JaxRuntimeError is one (BlowUpError too: caught above)
         if (text := out_of_memory_text(e)) is None:
             raise

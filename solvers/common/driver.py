@@ -23,6 +23,7 @@ Only process 0 writes; the others compute their shards and take part in the gath
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -48,6 +49,22 @@ class BlowUpError(RuntimeError):
 MAX_COUNT = 2**31 - 1
 
 
+def name_number(x: float) -> str:
+    """A number in an output file name: ``%g`` where that is exact (1e+06, 0.001), else the shortest repr that
+    round-trips, so two runs with different settings (Re 1000000 and 1000001) never share a name."""
+    short, exact = f"{x:g}", repr(float(x))
+    return short if float(short) == x else exact.removesuffix(".0")
+
+
+def name_stem(path: str | os.PathLike, keep: int = 32) -> str:
+    """An input file's stem in an output file name, capped at ``keep`` characters plus a hash of the whole stem:
+    runs started from runs' outputs would otherwise grow their names with every link of the chain."""
+    stem = Path(path).stem
+    if len(stem) <= keep + 9:
+        return stem
+    return f"{stem[:keep]}-{hashlib.sha1(stem.encode()).hexdigest()[:8]}"
+
+
 def as_steps(value: float, dt: float, name: str, allow_zero: bool = False) -> int:
     """``value`` as an integer number of time steps of size ``dt``, or a one-line ValueError naming ``--name``."""
     ratio = value / dt
@@ -58,7 +75,8 @@ def as_steps(value: float, dt: float, name: str, allow_zero: bool = False) -> in
         )
     n = round(ratio)
     if abs(ratio - n) > 1e-9 * max(1.0, abs(ratio)) or n < (0 if allow_zero else 1):
-        raise ValueError(f"--{name} must be a positive multiple of --dt={dt:g} (got {value:g} = {ratio:.6g} steps)")
+        what = "0 or a positive" if allow_zero else "a positive"
+        raise ValueError(f"--{name} must be {what} multiple of --dt={dt:g} (got {value:g} = {ratio:.6g} steps)")
     return n
 
 
@@ -96,7 +114,11 @@ class TimeGrid:
             raise ValueError(
                 f"--t_total must be a multiple of --save_interval={self.save_interval:g} (got {self.t_total:g})"
             )
-        if self.diag_every < 0 or (self.diag_every and save_every % self.diag_every):
+        if self.diag_every < 0:
+            raise ValueError(
+                f"--diag_every must be 0 (automatic) or a positive divisor of {save_every} (got {self.diag_every})"
+            )
+        if self.diag_every and save_every % self.diag_every:
             raise ValueError(
                 f"--diag_every must divide the {save_every} steps between saved frames (got {self.diag_every})"
             )
@@ -241,11 +263,25 @@ class _NoWriter:
         return lambda *args, **kwargs: None
 
 
-def _check_same_config(cfg: RunConfig, stored_json: str, path: Path) -> None:
+def _config_diff(cfg: RunConfig, stored_json: str) -> list[str]:
+    """The settings in which ``cfg`` differs from a stored run's config JSON."""
     stored, mine = json.loads(stored_json), json.loads(cfg.to_json())
-    diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
-    if diff:
+    return sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+
+
+def _check_same_config(cfg: RunConfig, stored_json: str, path: Path) -> None:
+    if diff := _config_diff(cfg, stored_json):
         raise ValueError(f"--resume: {path} was written with different settings ({', '.join(diff)}); rerun with those")
+
+
+def _differs(cfg: RunConfig, path: Path) -> str:
+    """Why the existing output at ``path`` is not this run's, for the "already exists" error ("" if it is)."""
+    try:
+        with hdf5_utils.open_dataset(path) as existing:
+            diff = _config_diff(cfg, existing.attrs.get("config", "{}"))
+    except (OSError, ValueError):
+        return " (and is not a readable Gust file)"
+    return f" (written with different settings: {', '.join(diff)})" if diff else ""
 
 
 def _stop(writer, msg: str):
@@ -258,7 +294,22 @@ def non_finite(finite: np.ndarray) -> str | None:
     """The standard chunk check: the message for the first trajectory that went non-finite, or None."""
     if finite.all():
         return None
-    return f"blow-up: non-finite values in trajectory {int(np.argmin(finite))}; reduce --dt or raise the resolution"
+    return (
+        f"blow-up: non-finite values in trajectory {int(np.argmin(finite))} (in the state, or in its fields once "
+        "stored as float32); reduce --dt or raise the resolution"
+    )
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def storable(fields: dict, m: int) -> np.ndarray:
+    """(M,) whether each trajectory's output fields stay finite when the file stores them as float32: a float64
+    value beyond float32's range (|x| > 3.4e38) is finite in the state but ±inf in the file."""
+    ok = np.ones(m, dtype=bool)
+    for a in fields.values():
+        ok &= np.all(np.abs(np.asarray(a).reshape(m, -1)) <= FLOAT32_MAX, axis=1)  # NaN compares False
+    return ok
 
 
 def frame_time(cfg: RunConfig, frame: int) -> float:
@@ -349,12 +400,13 @@ def _run_frames(
                 pending = sim.chunk(new_state) if frame + 1 < cfg.n_frames else None
                 fields, diags, finite = gather((fields, diags, finite))
                 diags = np.asarray(diags, dtype=np.float64)
+                finite = np.asarray(finite, dtype=bool) & storable(fields, cfg.n_trajectories)
                 problem = sim.check_chunk(diags, finite)
                 if not problem:
                     break
                 note = sim.retry(diags, finite)
                 if note is None:
-                    _stop(writer, f"{problem} by t = {frame_time(cfg, frame):g}; kept {frame} good frames")
+                    _stop(writer, f"t = {frame_time(cfg, frame):g}: {problem}; kept {frame} good frames")
                 (bar.write if progress else log)(f"t = {frame_time(cfg, frame - 1):g}: {note}")
                 pending = sim.chunk(state)  # the speculative next chunk is dropped; redo this one from its start
             rows = diags.shape[0]
@@ -402,8 +454,15 @@ def run(
     if not is_writer:
         progress, log = False, lambda s: None
     resumed = resume and path.exists()
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a directory where the output file goes; move it away or choose another --output_dir"
+        )
     if path.exists() and not (overwrite or resume):
-        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it")
+        raise FileExistsError(
+            f"{path} already exists{_differs(cfg, path)}; pass --overwrite to replace it, --resume to "
+            "continue it, or choose another --output_dir"
+        )
     saved = None
     if resumed:
         with hdf5_utils.open_dataset(path) as existing:
@@ -411,15 +470,19 @@ def run(
             if existing.complete:
                 log(f"{path} is already complete ({existing.n_samples} samples); nothing to resume")
                 return path
-            at_state = existing.state_counts[0]  # samples written when the latest state was saved
-            if at_state % cfg.n_trajectories:
-                raise hdf5_utils.GustFormatError(f"{path}: the saved state's samples are not a multiple of M")
-            start = at_state // cfg.n_trajectories
-            redo = existing.n_samples // cfg.n_trajectories - start
-            saved, _, _ = existing.read_state()
-            if not existing.records_state_counts:  # format 1.0: the state must keep going with every frame
-                log(f"{path} predates format 1.1; saving the state with every frame (--state_seconds 0)")
-                state_seconds = 0.0
+            if existing.n_state_saves == 0:  # stopped before frame 0 (in the spin-up): nothing to keep
+                log(f"{path} has no saved state yet (stopped before frame 0); starting it again")
+                resumed, overwrite = False, True
+            else:
+                at_state = existing.state_counts[0]  # samples written when the latest state was saved
+                if at_state % cfg.n_trajectories:
+                    raise hdf5_utils.GustFormatError(f"{path}: the saved state's samples are not a multiple of M")
+                start = at_state // cfg.n_trajectories
+                redo = existing.n_samples // cfg.n_trajectories - start
+                saved, _, _ = existing.read_state()
+                if not existing.records_state_counts:  # format 1.0: the state must keep going with every frame
+                    log(f"{path} predates format 1.1; saving the state with every frame (--state_seconds 0)")
+                    state_seconds = 0.0
     with jax.enable_x64(cfg.precision == "float64"):
         sim = make_simulation(cfg)
         fresh = sim.initial_state()
@@ -446,7 +509,10 @@ def run(
                     state = _spin_up(sim, state, progress)
                     if not np.all([np.isfinite(a).all() for a in jax.tree.leaves(gather(state))]):
                         _stop(writer, f"blow-up during the spin-up (t < {cfg.spinup_time:g}); reduce --dt")
-                _write_frame(sim, writer, 0, gather(sim.frame(state)), state, save_state=True)
+                fields = gather(sim.frame(state))
+                if not storable(fields, cfg.n_trajectories).all():
+                    _stop(writer, f"t = {cfg.spinup_time:g}: frame 0 is not finite once stored as float32")
+                _write_frame(sim, writer, 0, fields, state, save_state=True)
                 writer.commit()
                 start = 1
             _run_frames(sim, writer, state, start, progress, log, state_seconds)

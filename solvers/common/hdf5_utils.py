@@ -32,6 +32,7 @@ CLI:  python -m solvers.common.hdf5_utils info FILE
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -1254,6 +1255,12 @@ def provenance(argv: list[str] | None = None) -> dict[str, str]:
 # CLI
 
 
+def _file_argument(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("FILE must not be empty")
+    return Path(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: `info FILE` prints a summary; `validate FILE` prints "OK: ..." (exit 0) or one line per problem
     (exit 1). A missing, non-HDF5 or foreign file gives a one-line error and exit 2."""
@@ -1261,9 +1268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog=prog, description="Inspect and validate Gust HDF5 files.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{info,validate}")
     info_parser = commands.add_parser("info", help="print a summary of a Gust file")
-    info_parser.add_argument("file", type=Path)
+    info_parser.add_argument("file", type=_file_argument)
     validate_parser = commands.add_parser("validate", help="check a Gust file; exit 1 if it has problems")
-    validate_parser.add_argument("file", type=Path)
+    validate_parser.add_argument("file", type=_file_argument)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":

@@ -70,6 +70,8 @@ def from_file(path: str | Path, n: int, sample: int = 0) -> np.ndarray:
         with open_dataset(path) as f:
             if "omega" not in f.fields:
                 raise ValueError(f"--ic_file {str(path)!r} has no 'omega' field (fields: {', '.join(f.fields)})")
+            if f.n_samples == 0:
+                raise ValueError(f"--ic_file {str(path)!r} has no committed samples yet")
             if not 0 <= sample < f.n_samples:
                 raise ValueError(f"--ic_sample must be in [0, {f.n_samples - 1}] for {str(path)!r} (got {sample})")
             field = f.read("omega", sample, sample + 1)[0]

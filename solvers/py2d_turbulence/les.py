@@ -49,6 +49,7 @@ EDDY_MODELS = ("smag", "leith", "dsmag", "dleith")
 SGS_FIELDS = ("pi_omega", "tau_xx", "tau_xy", "tau_yy", "sigma_x", "sigma_y")
 # Smagorinsky constant of Lilly (1967) (C_s ≈ 0.17); py2d's example uses the same value for Leith.
 DEFAULT_CS = 0.17
+MAX_CS = 10.0  # a sanity bound: published C_s and C_l are O(0.1–1); far above, ν_e swamps the flow
 
 
 def default_width(n_les: int) -> float:

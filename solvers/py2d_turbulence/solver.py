@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +125,8 @@ class Py2DConfig(driver.TimeGrid):
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.sgs not in les.SGS_MODELS:
             raise ValueError(f"--sgs must be one of {', '.join(les.SGS_MODELS)} (got {self.sgs!r})")
-        if not self.cs > 0:
-            raise ValueError(f"--cs must be > 0 (got {self.cs:g})")
+        if not 0 < self.cs <= les.MAX_CS:
+            raise ValueError(f"--cs must be in (0, {les.MAX_CS:g}] (got {self.cs:g}; Smagorinsky's C_s is about 0.17)")
         if self.filter not in les.FILTERS:
             raise ValueError(f"--filter must be one of {', '.join(les.FILTERS)} (got {self.filter!r})")
         m = self.coarse_grain_to
@@ -190,15 +191,18 @@ class Py2DConfig(driver.TimeGrid):
         return json.dumps(d, sort_keys=True)
 
     def output_name(self) -> str:
-        ic = Path(self.ic_file).stem if self.ic_file else self.ic
+        num = driver.name_number
+        ic = self.ic
+        if self.ic_file:
+            ic = driver.name_stem(self.ic_file) + (f"-s{self.ic_sample}" if self.ic_sample else "")
         les_part = ""
         if self.sgs != "none":
-            les_part += f"_sgs{self.sgs}" + (f"{self.cs:g}" if self.sgs in ("smag", "leith") else "")
+            les_part += f"_sgs{self.sgs}" + (num(self.cs) if self.sgs in ("smag", "leith") else "")
         if self.coarse_grain_to:
             les_part += f"_les{self.coarse_grain_to}{self.filter}"
         return (
-            f"py2d_Re{self.Re:g}_N{self.NX}_fkx{self.fkx}_fky{self.fky}_alpha{self.alpha:g}_beta{self.beta:g}"
-            f"_dt{self.dt:g}_{self.scheme}_{self.precision}_{ic}_seed{self.seed}_M{self.n_trajectories}{les_part}.h5"
+            f"py2d_Re{num(self.Re)}_N{self.NX}_fkx{self.fkx}_fky{self.fky}_alpha{num(self.alpha)}_beta{num(self.beta)}"
+            f"_dt{num(self.dt)}_{self.scheme}_{self.precision}_{ic}_seed{self.seed}_M{self.n_trajectories}{les_part}.h5"
         )
 
 
@@ -289,6 +293,8 @@ class Simulation:
         cfg = self.cfg
         cfl = float(jnp.max(cfl_number(state.omega_hat, self.eq.grid, cfg.dt)))
         limit = SCHEMES[cfg.scheme].cfl_limit
+        if not math.isfinite(cfl):
+            raise ValueError(f"the initial state is not finite (CFL {cfl}); check --ic_file")
         if cfl > limit:
             raise ValueError(
                 f"initial CFL {cfl:.3g} exceeds the {cfg.scheme} limit {limit:g}; "

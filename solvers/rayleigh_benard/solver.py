@@ -81,8 +81,10 @@ class RBConfig(driver.TimeGrid):
             raise ValueError(f"--rayleigh must be > 0 (got {self.rayleigh:g})")
         if not self.prandtl > 0:
             raise ValueError(f"--prandtl must be > 0 (got {self.prandtl:g})")
-        if not self.aspect > 0:
-            raise ValueError(f"--aspect must be > 0 (got {self.aspect:g})")
+        if not 0.01 <= self.aspect <= 1000:  # far outside, the per-mode implicit matrices become singular
+            raise ValueError(
+                f"--aspect must be in [0.01, 1000] (the width Lx in units of the height; got {self.aspect:g})"
+            )
         if not isinstance(self.nx, int) or self.nx < 4 or self.nx % 2:
             raise ValueError(f"--nx must be an even integer >= 4 (got {self.nx}); try 256")
         if not isinstance(self.nz, int) or self.nz < 8:
@@ -132,10 +134,11 @@ class RBConfig(driver.TimeGrid):
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     def output_name(self) -> str:
+        num = driver.name_number
+        start = f"from-{driver.name_stem(self.ic_file)}" if self.ic_file else f"seed{self.seed}"
         return (
-            f"rb_Ra{self.rayleigh:g}_Pr{self.prandtl:g}_Lx{self.aspect:g}_{self.nx}x{self.nz}_dt{self.dt:g}"
-            f"_{self.precision}_{f'from-{Path(self.ic_file).stem}' if self.ic_file else f'seed{self.seed}'}"
-            f"_M{self.n_trajectories}.h5"
+            f"rb_Ra{num(self.rayleigh)}_Pr{num(self.prandtl)}_Lx{num(self.aspect)}_{self.nx}x{self.nz}"
+            f"_dt{num(self.dt)}_{self.precision}_{start}_M{self.n_trajectories}.h5"
         )
 
     def output_z(self) -> np.ndarray:
@@ -190,6 +193,8 @@ class Simulation:
         """ValueError if the initial CFL number (non-zero when starting from --ic_file) exceeds the limit."""
         cfg = self.cfg
         cfl = float(jnp.max(jax.vmap(lambda s: self.model.diagnostics(s)["cfl"])(state)))
+        if not math.isfinite(cfl):
+            raise ValueError(f"the initial state is not finite (CFL {cfl}); check --ic_file and --ic_amplitude")
         if cfl > rb.CFL_LIMIT:
             raise ValueError(
                 f"initial CFL {cfl:.3g} exceeds the limit {rb.CFL_LIMIT:g}; "
