@@ -531,7 +531,7 @@ def analyze(args: argparse.Namespace, argv: list[str]) -> Path:
         plan = spectrum_plan(grid, trained.fields, tuple(ds.shape))
         lo, hi = gt_ranges(ds, args.batch_size, progress)
         edges = [histogram_edges(float(a), float(b), args.n_bins) for a, b in zip(lo, hi, strict=True)]
-        panel_items = sorted(set(np.rint(np.linspace(0, n - 1, args.n_panel)).astype(int).tolist()))
+        panel_items = sorted(set(np.rint(np.linspace(0, n - 1, min(args.n_panel, n))).astype(int).tolist()))
         n_scales = len(trained.config.scales)
         acc = Accumulator(trained.fields, edges, plan, n, n_scales, panel_items, args.sample_start)
         bs = min(args.batch_size, n)

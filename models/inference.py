@@ -30,7 +30,7 @@ import numpy as np
 from dataloaders import BatchLoader, FieldStats, GustDataset
 from solvers.common.atomic import file_sha256
 
-from .models import MultiScaleVQVAE, VQVAEConfig, load
+from .models import MultiScaleVQVAE, VQVAEConfig, all_finite, load
 from .train_vqvae import read_settings
 
 __all__ = [
@@ -117,6 +117,14 @@ def load_trained(
             f"--config_path {cfg_path}: {len(stats.fields)} normalised fields but in_channels = {config.in_channels}"
         )
     model, _ = load(ckpt, cfg_path)
+    sha = file_sha256(ckpt)
+    if "model_sha256" in settings and settings["model_sha256"] != sha:  # runs before 2026-11-27 do not record it
+        raise ValueError(
+            f"--checkpoint {ckpt} is not the model that --config_path {cfg_path} describes (its sha256 differs from "
+            "the config's model_sha256): use the model.eqx and config.txt of one run folder"
+        )
+    if not bool(all_finite(model)):
+        raise ValueError(f"--checkpoint {ckpt} has non-finite (NaN/inf) weights: its training diverged")
     return TrainedModel(
         model=model,
         config=config,
@@ -126,7 +134,7 @@ def load_trained(
         settings=settings,
         checkpoint=ckpt,
         config_path=cfg_path,
-        checkpoint_sha256=file_sha256(ckpt),
+        checkpoint_sha256=sha,
     )
 
 
@@ -158,6 +166,11 @@ def open_matching(
         problem = f"grid {ds.shape[0]}x{ds.shape[1]} but the model was trained on {c.height}x{c.width}"
     elif (ds.grid.bc_y, ds.grid.bc_x) != (c.bc_y, c.bc_x):
         problem = f"boundaries (y {ds.grid.bc_y}, x {ds.grid.bc_x}) but the model's are (y {c.bc_y}, x {c.bc_x})"
+    elif (grid := trained.settings.get("data_grid")) and grid["fingerprint"] != ds.grid.fingerprint():
+        problem = (
+            f"another grid (lengths y {ds.grid.length_y:g}, x {ds.grid.length_x:g}, or other coordinates) than the "
+            f"model was trained on (lengths y {grid['length_y']:g}, x {grid['length_x']:g})"
+        )
     if problem:
         ds.close()
         raise ValueError(f"--data_path {data_path} has {problem}")
@@ -188,6 +201,9 @@ def normalized_batches(
         tqdm(total=len(ds), disable=not progress, desc=desc, unit="sample") as bar,
     ):
         for batch in loader:
+            if not bool(jax.numpy.isfinite(batch).all()):
+                stop = start + batch.shape[0] - 1
+                raise ValueError(f"--data_path has non-finite values (NaN/inf) in items {start}..{stop} of the range")
             yield start, batch
             start += batch.shape[0]
             bar.update(batch.shape[0])
@@ -207,7 +223,8 @@ def decode_batch(model: MultiScaleVQVAE, indices: Sequence[jax.Array]) -> jax.Ar
 
 @eqx.filter_jit
 def reconstruct_batch(model: MultiScaleVQVAE, x: jax.Array) -> jax.Array:
-    """Encode → quantise → decode a normalised batch; equals ``decode_batch(encode_batch(x))``."""
+    """Encode → quantise → decode a normalised batch: ``decode_batch(encode_batch(x))`` in one program (equal up to
+    float rounding, ~1e-7, since XLA fuses the two differently)."""
     return jax.vmap(lambda s: model.decode_indices(model.encode_indices(s)))(x)
 
 

@@ -647,6 +647,13 @@ class MultiScaleVQVAE(eqx.Module):
         return eqx.tree_at(lambda m: m.quantizer.codebook, self, codebook)
 
 
+@eqx.filter_jit
+def all_finite(model: eqx.Module) -> jax.Array:
+    """Whether every floating leaf of ``model`` is finite (one compiled reduction; a diverged training has NaNs)."""
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
 def with_compute_dtype(model: MultiScaleVQVAE, dtype: str) -> MultiScaleVQVAE:
     """``model`` with its encoder's and decoder's floating-point leaves cast to ``dtype`` (one of
     :data:`COMPUTE_DTYPES`); the quantiser is left in float32. Differentiable: the gradient with respect to the

@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 from dataloaders import BatchLoader, FieldStats, GustDataset, batch_sharding, compute_stats
-from solvers.common.atomic import atomic_text, atomic_write
+from solvers.common.atomic import atomic_text, atomic_write, file_sha256
 from solvers.common.cli import (
     OneLineArgumentParser,
     add_distributed_flags,
@@ -55,6 +55,7 @@ from solvers.common.cli import (
     run_main,
     scale_list,
 )
+from solvers.common.driver import BlowUpError
 from solvers.common.hdf5_utils import provenance
 
 from .models import (
@@ -63,6 +64,7 @@ from .models import (
     UPSAMPLE_METHODS,
     MultiScaleVQVAE,
     VQVAEConfig,
+    all_finite,
     codebook_stats,
     make_model,
     restart_dead_codes,
@@ -422,15 +424,28 @@ def _eval_step(model, batch, spectral_weight, prefix_weight, compute_dtype):
 
 
 def config_text(
-    mconfig: VQVAEConfig, config: TrainConfig, stats: FieldStats, step: int, prov: dict, val_stats: dict | None = None
+    mconfig: VQVAEConfig,
+    config: TrainConfig,
+    stats: FieldStats,
+    step: int,
+    prov: dict,
+    model_sha256: str | None = None,
+    data_grid: dict | None = None,
 ) -> str:
-    """``config.txt``: the model's lines (``VQVAEConfig.to_text``), then training, data and provenance lines."""
+    """``config.txt``: the model's lines (``VQVAEConfig.to_text``), then training, data and provenance lines.
+
+    ``model_sha256`` (of the ``model.eqx`` saved with it) and ``data_grid`` (the training grid's lengths and
+    :meth:`Grid.fingerprint`) let the tools refuse a model from another run or data on another grid."""
     lines = [mconfig.to_text(), "# training (models.train_vqvae)\n"]
     extra = {k: v for k, v in config.to_dict().items() if k not in _MODEL_KEYS}
     extra["data_path"] = str(Path(config.data_path).resolve())
     extra.update(norm_fields=list(stats.fields), norm_mean=list(stats.mean), norm_std=list(stats.std))
     extra["norm_count"] = stats.count
+    if data_grid is not None:
+        extra["data_grid"] = data_grid
     extra["step"] = step
+    if model_sha256 is not None:
+        extra["model_sha256"] = model_sha256
     extra.update(prov)
     for k, v in extra.items():
         lines.append(f"{k} = {json.dumps(v)}\n")
@@ -565,7 +580,7 @@ def train(
             ckpt_info = json.loads((out / CKPT_POINTER).read_text())
         except ValueError as e:
             ckpt_info = e
-        if not isinstance(ckpt_info, dict) or not {"file", "step"} <= ckpt_info.keys():
+        if not isinstance(ckpt_info, dict) or not {"file", "step", "loader"} <= ckpt_info.keys():
             raise ValueError(f"--resume: {out / CKPT_POINTER} is not a checkpoint record; use --overwrite to restart")
         saved = read_settings((out / CONFIG_FILE).read_text(), str(out / CONFIG_FILE))
         for k, v in config.to_dict().items():
@@ -597,6 +612,14 @@ def train(
         if config.batch_size > len(train_ds):
             raise ValueError(f"--batch_size={config.batch_size} exceeds the {len(train_ds)} training samples")
         stats = _stats_or_fail(train_ds, "training range")
+        if ckpt_info is not None:  # the same path may now hold other data: the normalisation would change under it
+            saved = read_settings((out / CONFIG_FILE).read_text(), str(out / CONFIG_FILE))
+            was = (saved.get("norm_mean"), saved.get("norm_std"))
+            if None not in was and not np.allclose(np.array(was, float), [stats.mean, stats.std], rtol=1e-9, atol=0):
+                raise ValueError(
+                    f"--resume: the training data's statistics (mean {list(stats.mean)}, std {list(stats.std)}) differ "
+                    f"from the run's (mean {was[0]}, std {was[1]}): {config.data_path} has changed since the run began"
+                )
         if config.has_val:
             val_ds = _open_data(config, config.val_start or 0, config.val_stop, "validation range")
             _stats_or_fail(val_ds, "validation range")
@@ -639,12 +662,30 @@ def train(
         train_step = train_step_for(config, optimizer, on_trace=on_trace)
         end = config.steps if stop_after is None else min(config.steps, stop_after)
 
+        grid = gf.grid
+        data_grid = {"length_y": grid.length_y, "length_x": grid.length_x, "fingerprint": grid.fingerprint()}
+        saved_step = step if ckpt_info is not None else None  # the last checkpoint's step (kept if it diverges)
+
+        def check_finite(loss: float | None = None) -> None:
+            """Stop with exit code 3 (as a solver's blow-up) when the training diverged: a non-finite logged ``loss``,
+            or (``loss`` None, before a save) non-finite weights, so that no NaN model is ever saved."""
+            if math.isfinite(loss) if loss is not None else bool(all_finite(model)):
+                return
+            what = f"loss {loss}" if loss is not None else "non-finite weights"
+            kept = "no checkpoint yet" if saved_step is None else f"its checkpoint of step {saved_step}"
+            raise BlowUpError(
+                f"training diverged by step {step} ({what}); the run in {out} keeps {kept} (lower --lr or raise "
+                "--warmup_steps)"
+            )
+
         def save_all(with_ckpt: bool) -> None:
+            nonlocal saved_step
+            check_finite()
             if not main:
                 return
-            text = config_text(mconfig, config, stats, step, prov)
             atomic_write(out / MODEL_FILE, lambda p: eqx.tree_serialise_leaves(p, model))
-            atomic_text(out / CONFIG_FILE, text)
+            sha = file_sha256(out / MODEL_FILE)
+            atomic_text(out / CONFIG_FILE, config_text(mconfig, config, stats, step, prov, sha, data_grid))
             atomic_text(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
             if records:
                 _plot(out / PLOT_FILE, records)
@@ -656,6 +697,7 @@ def train(
                 for old in out.glob("ckpt_*.eqx"):
                     if old.name != name:
                         old.unlink(missing_ok=True)
+                saved_step = step
 
         bar = tqdm(total=config.steps, initial=step, disable=not (progress and main), desc="train_vqvae")
         with loader:
@@ -675,6 +717,7 @@ def train(
                             continue
                         v = np.asarray(v)
                         rec[k] = v.tolist() if v.ndim else float(v)
+                    check_finite(rec["loss"])
                     if val_ds is not None:
                         rec["val_loss"] = _val_loss(model, val_ds, stats, config, replicated)
                     records.append(rec)

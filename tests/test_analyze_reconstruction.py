@@ -303,6 +303,9 @@ def test_cli_end_to_end_on_the_tiny_trained_run(tiny_trained_run, py2d_tiny_data
     assert m2["sample_range"] == [10, 18] and m2["n_samples"] == 8
     assert not list(out.glob("panels_*.png")) and (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == sorted([*m2["files"], "notes.txt"])
+    # more panels than samples: one per sample (the request used to be built first: 1e9 panels exhausted the memory)
+    args = args_for(tiny_trained_run, py2d_tiny_data, out, "--sample_start", "16", "--n_panel", "1000000000")
+    assert ar.main([*args, "--overwrite"]) == 0 and (out / "panels_omega.png").exists()
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,17 @@ jitted (the tokenizer's own functions and ``models.inference``'s batch functions
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import equinox as eqx
+import h5py
 import jax
 import numpy as np
 import pytest
 
 from models.inference import decode_batch, denormalize, encode_batch, load_trained, normalized_batches, open_matching
-from models.models import area_downsample
+from models.models import area_downsample, load
 from models.tokenizer import (
     build_vocabulary,
     code_counts,
@@ -31,6 +33,8 @@ from models.tokenizer import (
     tokenize,
     tokens_to_indices,
 )
+from solvers.common.atomic import file_sha256
+from solvers.common.hdf5_utils import Grid, create_writer
 
 N = 18  # samples in py2d_tiny_data
 
@@ -353,3 +357,66 @@ def test_save_tokenized_data_validates_and_is_atomic(trained, vocab, tmp_path):
     with pytest.raises(ValueError, match="must lie in"):
         save_tokenized_data(tmp_path / "u.npz", tokens + vocab.vocab_size, vocab, trained, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npz"]  # no temporary file left behind
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the tools refuse to tokenise: another run's model, a diverged model, non-finite data, another grid
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _run_with_model(run_dir, dst, change):
+    """A copy of the run whose model.eqx holds ``change(params)``; config.txt copied as it is."""
+    dst.mkdir()
+    shutil.copy(run_dir / "config.txt", dst / "config.txt")
+    model, _ = load(run_dir / "model.eqx", run_dir / "config.txt")
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    eqx.tree_serialise_leaves(dst / "model.eqx", eqx.combine(jax.tree.map(change, params), static))
+    return dst
+
+
+def test_a_model_from_another_run_is_refused(run_dir, py2d_tiny_data, tmp_path, capsys):
+    """Same architecture, other weights (e.g. a run on another field): config.txt's model_sha256 ties the pair."""
+    other = _run_with_model(run_dir, tmp_path / "other", lambda a: a + 1e-3)
+    code = cli("info", *base_args(other, py2d_tiny_data, "--no_progress"))
+    err = capsys.readouterr().err
+    assert code == 2 and "is not the model that --config_path" in err and err.count("\n") == 1, err
+
+
+def test_a_diverged_model_is_refused(run_dir, py2d_tiny_data, tmp_path, capsys):
+    bad = _run_with_model(run_dir, tmp_path / "nan", lambda a: a * np.nan)
+    text = (bad / "config.txt").read_text()
+    old = next(line for line in text.splitlines() if line.startswith("model_sha256 = "))
+    (bad / "config.txt").write_text(text.replace(old, f"model_sha256 = {json.dumps(file_sha256(bad / 'model.eqx'))}"))
+    code = cli("info", *base_args(bad, py2d_tiny_data, "--no_progress"))
+    err = capsys.readouterr().err
+    assert code == 2 and "has non-finite (NaN/inf) weights" in err, err
+
+
+def test_non_finite_data_is_refused(run_dir, py2d_tiny_data, tmp_path, capsys):
+    """It used to be tokenised: a NaN pixel collapsed its sample's tokens to a few codes, exit 0."""
+    path = tmp_path / "nan.h5"
+    shutil.copy(py2d_tiny_data, path)
+    with h5py.File(path, "r+") as f:
+        f["fields/omega"][3, 2, 2] = np.nan
+    out = tmp_path / "tokens.npz"
+    code = cli("save", *base_args(run_dir, path, "--no_progress", "--output", out))
+    err = capsys.readouterr().err
+    assert code == 2 and "--data_path has non-finite values (NaN/inf) in items 0..17" in err, err
+    assert not out.exists()
+
+
+def test_data_on_another_grid_of_the_same_shape_is_refused(run_dir, trained, tmp_path, capsys):
+    """16² periodic, but a box of side 8 instead of 2π: same shape and boundaries, other physics per pixel."""
+    x = np.arange(16) * 0.5
+    grid = Grid(x=x, y=x, bc_x="periodic", bc_y="periodic", length_x=8.0, length_y=8.0)
+    path = tmp_path / "box8.h5"
+    w = create_writer(path, fields=["omega"], shape=(16, 16), n_samples=4, grid=grid, diagnostics=[], n_diag=0,
+                      n_trajectories=1, state_spec={}, attrs={"solver": "test_tokenizer"})  # fmt: skip
+    omega = np.random.default_rng(0).normal(size=(4, 16, 16)).astype(np.float32)
+    w.write_samples({"omega": omega}, time=0.1 * np.arange(4), trajectory=np.zeros(4, int), step=np.arange(4))
+    w.commit()
+    w.finalize()
+    code = cli("info", *base_args(run_dir, path, "--no_progress"))
+    err = capsys.readouterr().err
+    assert code == 2 and "another grid (lengths y 8, x 8, or other coordinates)" in err, err
+    assert "(lengths y 6.28319, x 6.28319)" in err

@@ -7,6 +7,7 @@ ch_mult 1,2 → 8×8 latent, scales 1, 2, 4, 8) so the whole file stays well und
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,13 +15,16 @@ import textwrap
 from pathlib import Path
 
 import equinox as eqx
+import h5py
+import jax
 import numpy as np
 import pytest
 
 from models import train_vqvae
 from models.models import load
 from models.train_vqvae import TrainConfig, decay_mask, default_scales, main, train
-from solvers.common.hdf5_utils import Grid, create_writer
+from solvers.common.atomic import file_sha256
+from solvers.common.hdf5_utils import Grid, GustFile, create_writer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--ch", "8", "--num_groups", "4", "--embed_dim", "8", "--codebook_size", "32", "--no_progress"]
@@ -69,6 +73,14 @@ def test_cli_end_to_end_writes_every_output_and_the_pair_reloads(data, tmp_path,
     assert json.loads(lines["code_version"]) and "lr" in lines and "weight_decay" in lines
     stats = json.loads((out / "stats.json").read_text())
     assert json.loads(lines["norm_mean"]) == stats["mean"] and json.loads(lines["norm_std"]) == stats["std"]
+    # the pair is tied together (the tools refuse another run's model.eqx) and the training grid is recorded
+    assert json.loads(lines["model_sha256"]) == file_sha256(out / "model.eqx")
+    with GustFile(data) as f:
+        assert json.loads(lines["data_grid"]) == {
+            "length_y": 2 * np.pi,
+            "length_x": 2 * np.pi,
+            "fingerprint": f.grid.fingerprint(),
+        }
     # statistics of the training range only: samples 0..13, not the whole file
     from dataloaders import GustDataset, compute_stats
 
@@ -186,6 +198,9 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_exit_2(data, tmp_path, cap
     assert main(argv(data, run, "--resume")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "checkpoint.json is not a checkpoint record" in err, err
+    (run / "checkpoint.json").write_text(json.dumps({"file": ckpt.name, "step": 3}))  # no loader position
+    assert main(argv(data, run, "--resume")) == 2
+    assert "checkpoint.json is not a checkpoint record" in capsys.readouterr().err
 
 
 def test_dead_codes_are_restarted_from_the_batch_encoder_outputs(data, straight):
@@ -455,3 +470,33 @@ def test_prefix_loss_makes_the_error_fall_with_every_scale(data, fixed_batch):
     assert np.all(plain[:3] > 1), f"plain prefix errors {plain.round(3)}"
     assert np.all(np.diff(with_prefix) < 0.01), f"prefix errors {with_prefix.round(3)} do not fall with k"
     assert np.all(with_prefix[1:3] < 1), (plain.round(3), with_prefix.round(3))
+
+
+@pytest.mark.parametrize("log_every, caught_by", [("1", "(loss nan)"), ("6", "(non-finite weights)")])
+def test_diverging_training_stops_with_exit_3_and_saves_no_nan_model(data, tmp_path, capsys, log_every, caught_by):
+    """lr 1e30 makes the loss NaN by step 3: the run stops as a solver's blow-up does (exit 3, one line) and never
+    writes a model or checkpoint with NaN weights (it used to exit 0 with a NaN model.eqx). Caught by the logged loss,
+    or, between log lines, by the check before each save."""
+    out = tmp_path / "run"
+    assert main(argv(data, out, "--lr", "1e30", "--log_every", log_every, "--checkpoint_every", "1")) == 3
+    err = capsys.readouterr().err.strip()
+    found = re.search(r"training diverged by step (\d+) (\(.*?\)); .* keeps its checkpoint of step (\d+)", err)
+    assert found and found[2] == caught_by and len(err.splitlines()) == 1, err
+    assert int(found[3]) == int(found[1]) - 1 == json.loads((out / "checkpoint.json").read_text())["step"]
+    model, _ = load(out / "model.eqx", out / "config.txt")  # the last finite save
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in leaves)
+
+
+def test_resume_on_changed_data_is_refused(data, tmp_path, capsys):
+    """The same --data_path now holding other data would renormalise the run under its feet: refused."""
+    path = tmp_path / "data.h5"
+    shutil.copy(data, path)
+    train(tiny_config(str(path), steps=6), tmp_path / "run", progress=False, stop_after=3)
+    with h5py.File(path, "r+") as f:
+        f["fields/omega"][...] = 2 * f["fields/omega"][...]
+    before = (tmp_path / "run" / "model.eqx").read_bytes()
+    assert main(argv(str(path), tmp_path / "run", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "--resume: the training data's statistics" in err and "has changed since the run began" in err, err
+    assert (tmp_path / "run" / "model.eqx").read_bytes() == before

@@ -33,6 +33,7 @@ CLI:  python -m solvers.common.hdf5_utils info FILE
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -103,6 +104,13 @@ class Grid:
     length_x: float
     length_y: float
     vertical_name: str = "y"
+
+    def fingerprint(self) -> str:
+        """16 hex digits of the SHA-256 of the coordinates and boundary conditions: equal for equal grids."""
+        h = hashlib.sha256(f"{self.bc_y},{self.bc_x},{self.vertical_name}".encode())
+        for coords in (self.y, self.x):
+            h.update(np.ascontiguousarray(coords, dtype="<f8").tobytes())
+        return h.hexdigest()[:16]
 
     def __post_init__(self) -> None:
         for axis in ("x", "y"):
