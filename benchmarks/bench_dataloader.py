@@ -19,7 +19,6 @@ MB/s counts the float32 bytes delivered (batch x channels x H x W x 4).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -30,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from dataloaders import BatchLoader, GustDataset
+from solvers.common.cli import OneLineArgumentParser, nonnegative_int, os_error_text, positive_int
 from solvers.common.hdf5_utils import Grid, create_writer
 
-from .bench_hdf5 import smooth_fields
+from .bench_hdf5 import smooth_fields, writable_dir
 
 
 def write_synthetic(path: Path, n: int, size: int, n_fields: int, seed: int) -> Path:
@@ -108,21 +108,53 @@ def train_step(params: dict[str, jax.Array], x: jax.Array) -> tuple[dict[str, ja
     return jax.tree.map(lambda p, g: p - 1e-2 * g, params, grads), value
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+PROG = "python -m benchmarks.bench_dataloader"
+
+
+def file_items(path: Path) -> int:
+    """Items of the Gust file ``--file`` (one-line ValueError when it is missing or not a readable Gust file)."""
+    if not path.is_file():
+        raise ValueError(f"--file {path} does not exist or is not a file")
+    try:
+        with GustDataset(path) as ds:
+            return len(ds)
+    except (ValueError, OSError) as err:
+        text = os_error_text(err) if isinstance(err, OSError) else str(err)
+        raise ValueError(f"--file {path} cannot be read as a Gust file: {text}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     ap.add_argument("--file", type=Path, help="an existing Gust file (default: write a synthetic one)")
-    ap.add_argument("--samples", type=int, default=2048, help="samples of the synthetic file (2048)")
-    ap.add_argument("--size", type=int, default=64, help="grid side of the synthetic file (64)")
-    ap.add_argument("--fields", type=int, default=2, help="fields of the synthetic file (2)")
-    ap.add_argument("--batch", type=int, default=32, help="batch size (32)")
-    ap.add_argument("--epochs", type=int, default=4, help="epochs timed for the loader (4)")
-    ap.add_argument("--prefetch", type=int, default=2, help="loader prefetch depth (2)")
-    ap.add_argument("--workers", type=int, default=1, help="loader reader threads (1)")
-    ap.add_argument("--steps", type=int, default=60, help="timed model steps (60)")
-    ap.add_argument("--width", type=int, default=16, help="hidden channels of the model (16)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tmpdir", type=Path, help="where to write the synthetic file (default: system temp)")
+    ap.add_argument("--samples", type=positive_int, default=2048, help="samples of the synthetic file (2048)")
+    ap.add_argument("--size", type=positive_int, default=64, help="grid side of the synthetic file (64)")
+    ap.add_argument("--fields", type=positive_int, default=2, help="fields of the synthetic file (2)")
+    ap.add_argument("--batch", type=positive_int, default=32, help="batch size (32)")
+    ap.add_argument("--epochs", type=positive_int, default=4, help="epochs timed for the loader (4)")
+    ap.add_argument("--prefetch", type=positive_int, default=2, help="loader prefetch depth (2)")
+    ap.add_argument("--workers", type=positive_int, default=1, help="loader reader threads (1)")
+    ap.add_argument("--steps", type=positive_int, default=60, help="timed model steps (60)")
+    ap.add_argument("--width", type=positive_int, default=16, help="hidden channels of the model (16)")
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
+    ap.add_argument(
+        "--tmpdir", type=writable_dir, help="an existing folder for the synthetic file (default: system temp)"
+    )
     args = ap.parse_args(argv)
+    if args.file is not None:
+        try:
+            n_items = file_items(args.file)
+        except ValueError as err:
+            ap.error(str(err))
+    else:
+        n_items = args.samples
+    if args.batch > n_items:
+        what = f"the {n_items} items of --file {args.file}" if args.file is not None else f"--samples {n_items}"
+        ap.error(f"--batch {args.batch} exceeds {what}; use --batch <= {n_items}")
+    if args.epochs * (n_items // args.batch) < 2:  # the loader's rate is timed from its second batch on
+        ap.error(
+            f"--epochs {args.epochs} of {n_items // args.batch} batch(es) of {args.batch} leave no batch to time after "
+            "the first; raise --epochs or lower --batch"
+        )
 
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         path = args.file or write_synthetic(Path(tmp) / "bench.h5", args.samples, args.size, args.fields, args.seed)
@@ -177,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"  model step, batches from BatchLoader     {1e3 * t_loader:9.2f} ms  "
                 f"(+{100 * (t_loader / t_mem - 1):.0f}%; {args.width} hidden channels, {args.steps} steps)"
             )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

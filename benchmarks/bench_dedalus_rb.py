@@ -26,22 +26,32 @@ The Dedalus problem below is written here from the equations, in Dedalus 3's doc
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
 import numpy as np
 
-from solvers.common.cli import scale_list
+from solvers.common.cli import (
+    EXIT_RUN_FAILED,
+    OneLineArgumentParser,
+    fail,
+    finite_float,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    scale_list,
+)
+
+PROG = "python -m benchmarks.bench_dedalus_rb"
 
 
 def _dedalus():
     try:
         import dedalus.public as d3
     except ImportError:
-        sys.exit(
-            "error: Dedalus 3 is not installed; see the README ('Rayleigh–Bénard against Dedalus') for the install"
-        )
+        raise SystemExit(
+            fail(PROG, "Dedalus 3 is not installed; see the README ('Rayleigh–Bénard against Dedalus') for the install")
+        ) from None
     return d3
 
 
@@ -169,38 +179,37 @@ def run_dedalus(nx, nz, rayleigh, prandtl, aspect, t_end, t_avg_from, max_dt, cf
             samples.append(dedalus_nusselt(diag))
             next_sample += sample_every
         if not np.isfinite(np.max(np.abs(diag["b"]["c"]))):
-            sys.exit(f"error: the Dedalus run blew up at t = {solver.sim_time:.3f}")
+            raise SystemExit(fail(PROG, f"the Dedalus run blew up at t = {solver.sim_time:.3f}", EXIT_RUN_FAILED))
     cpu = time.process_time() - cpu0
     means = {k: float(np.mean([s[k] for s in samples])) for k in samples[0]}
     return means, cpu / t_end, solver.iteration
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_dedalus_rb", description=__doc__.split("\n\n")[0])
+def main(argv=None) -> int:
+    p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=("speed", "run"), default="speed")
     p.add_argument("--sizes", type=scale_list, default="256x64", help="comma list of nx x nz (256x64)")
-    p.add_argument("--rayleigh", type=float, default=1e6)
-    p.add_argument("--prandtl", type=float, default=1.0)
-    p.add_argument("--aspect", type=float, default=4.0)
-    p.add_argument("--dt", type=float, default=0.005, help="speed mode: fixed time step of both codes (0.005)")
-    p.add_argument("--steps", type=int, default=50, help="speed mode: steps per timed block (50)")
-    p.add_argument("--repeats", type=int, default=3, help="speed mode: timed blocks, best kept (3)")
-    p.add_argument("--t_end", type=float, default=300.0, help="run mode: simulated time (300)")
-    p.add_argument("--t_avg_from", type=float, default=150.0, help="run mode: averages over t >= this (150)")
-    p.add_argument("--max_dt", type=float, default=0.125, help="run mode: largest time step (0.125)")
-    p.add_argument("--cfl_safety", type=float, default=0.5, help="run mode: Dedalus CFL safety factor (0.5)")
-    p.add_argument("--sample_every", type=float, default=0.25, help="run mode: time between Nu samples (0.25)")
-    p.add_argument("--roll", type=float, default=0.0, help="run mode: amplitude of a one-roll-pair seed (0)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rayleigh", type=positive_float, default=1e6)
+    p.add_argument("--prandtl", type=positive_float, default=1.0)
+    p.add_argument("--aspect", type=positive_float, default=4.0)
+    p.add_argument("--dt", type=positive_float, default=0.005, help="speed mode: fixed time step of both codes (0.005)")
+    p.add_argument("--steps", type=positive_int, default=50, help="speed mode: steps per timed block (50)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="speed mode: timed blocks, best kept (3)")
+    p.add_argument("--t_end", type=positive_float, default=300.0, help="run mode: simulated time (300)")
+    p.add_argument(
+        "--t_avg_from", type=nonnegative_float, default=150.0, help="run mode: averages over t >= this (150)"
+    )
+    p.add_argument("--max_dt", type=positive_float, default=0.125, help="run mode: largest time step (0.125)")
+    p.add_argument("--cfl_safety", type=positive_float, default=0.5, help="run mode: Dedalus CFL safety factor (0.5)")
+    p.add_argument("--sample_every", type=positive_float, default=0.25, help="run mode: time between Nu samples (0.25)")
+    p.add_argument("--roll", type=finite_float, default=0.0, help="run mode: amplitude of a one-roll-pair seed (0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     args = p.parse_args(argv)
-    for name in ("rayleigh", "prandtl", "aspect", "dt", "t_end", "max_dt", "sample_every"):
-        if not getattr(args, name) > 0:
-            p.error(f"--{name} must be > 0, got {getattr(args, name)}")
-    for name in ("steps", "repeats"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if not 0 <= args.t_avg_from < args.t_end:
-        p.error(f"--t_avg_from must lie in [0, --t_end), got {args.t_avg_from}")
+    if not args.t_avg_from < args.t_end:
+        p.error(f"--t_avg_from must lie in [0, --t_end {args.t_end:g}) (got {args.t_avg_from:g})")
+    for nx, nz in args.sizes:  # the grids both codes accept: Gust's RBConfig rule (even nx >= 4, nz >= 8)
+        if nx < 4 or nx % 2 or nz < 8:
+            p.error(f"--sizes: nx must be even >= 4 and nz >= 8 (got {nx}x{nz})")
     _dedalus()  # a clear error if Dedalus is missing
     import dedalus
     import jax
@@ -222,7 +231,7 @@ def main(argv=None):
                 f"{iterations} iterations, {cpu_per_unit:.2f} CPU-s per time unit",
                 flush=True,
             )
-        return
+        return 0
 
     from benchmarks.bench_rayleigh_benard import bench_one
 
@@ -239,13 +248,15 @@ def main(argv=None):
                     nx, nz, precision, 1, args.steps, args.repeats, args.rayleigh, args.dt
                 )
             if not finite:
-                sys.exit(f"error: Gust's {precision} run at {nx}x{nz} went non-finite; lower --dt")
+                msg = f"Gust's {precision} run at {nx}x{nz} went non-finite; lower --dt"
+                return fail(PROG, msg, EXIT_RUN_FAILED)
         print(
             f"{nx}x{nz:<5} {ded * 1e3:>16.2f} {gust['float64'] * 1e3:>9.2f} {gust['float32'] * 1e3:>9.2f} "
             f"{ded / gust['float64']:>10.1f} {ded / gust['float32']:>10.1f}",
             flush=True,
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

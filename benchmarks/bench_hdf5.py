@@ -22,6 +22,7 @@ and favour fewer, larger reads.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from solvers.common.cli import OneLineArgumentParser, fail, nonnegative_int, positive_int
 from solvers.common.hdf5_utils import Grid, create_writer, open_dataset
 
 
@@ -137,18 +139,33 @@ def time_reader(read: Callable[[np.ndarray], np.ndarray], batches: list[np.ndarr
     return best
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_hdf5", description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--size", type=int, default=128, help="fields are size x size float32")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=100, help="batches per timing pass")
-    parser.add_argument("--repeats", type=int, default=3, help="timing passes; the best is reported")
-    parser.add_argument("--tmpdir", type=Path, default=None, help="where to write the files (default: system temp)")
-    parser.add_argument("--seed", type=int, default=0)
+PROG = "python -m benchmarks.bench_hdf5"
+
+
+def writable_dir(text: str) -> Path:
+    """argparse type: an existing folder this process may write into (checked before anything is written)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text!r} is not writable")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=positive_int, default=2000)
+    parser.add_argument("--size", type=positive_int, default=128, help="fields are size x size float32")
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--batches", type=positive_int, default=100, help="batches per timing pass")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timing passes; the best is reported")
+    parser.add_argument(
+        "--tmpdir", type=writable_dir, default=None, help="an existing folder for the files (default: system temp)"
+    )
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     args = parser.parse_args(argv)
     if args.batch > args.samples:
-        parser.error("--batch must not exceed --samples")
+        parser.error(f"--batch {args.batch} exceeds --samples {args.samples}; use --batch <= --samples")
 
     frame_mb = args.size * args.size * 4 / 2**20
     print(
@@ -185,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                 reference = contiguous[batches[0]]
                 for name, read in variants.items():
                     if not np.array_equal(read(batches[0]), reference):
-                        raise SystemExit(f"error: {name} returned different data")
+                        return fail(PROG, f"{name} returned different data", code=1)
                 print(f"\n{pattern} batches")
                 print(f"{'variant':<34} {'ms/batch':>9} {'vs (a)':>7} {'MB/s':>7}")
                 base = None
@@ -198,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         "\nNote: the files were just written, so reads are served from the OS page cache (warm). "
         "Cold reads from disk are slower for every variant."
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,7 +17,6 @@ batches (after one warm-up pass that compiles), in samples per second:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 
 from models.inference import encode_batch, load_trained, normalized_batches, open_matching
 from models.tokenizer import _batch_tokens, fit, tokenize
+from solvers.common.cli import OneLineArgumentParser, positive_int, tool_main
 
 
 @eqx.filter_jit
@@ -45,19 +45,29 @@ def _timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_tokenizer", description=__doc__.split("\n\n")[0])
+PROG = "python -m benchmarks.bench_tokenizer"
+
+
+def build_parser() -> OneLineArgumentParser:
+    p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--config_path", required=True)
     p.add_argument("--data_path", required=True)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--sample_stop", type=int, default=None, help="end of the samples used (default: all)")
-    p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args(argv)
+    p.add_argument("--batch_size", type=positive_int, default=64)
+    p.add_argument("--sample_stop", type=positive_int, default=None, help="end of the samples used (default: all)")
+    p.add_argument("--repeats", type=positive_int, default=5)
+    return p
 
+
+def run(args, argv) -> str:
+    """Time the four passes; every input is checked (model, data, fields, grid) before the first computation."""
     trained = load_trained(args.checkpoint, args.config_path)
     model = trained.model
-    with open_matching(trained, args.data_path, sample_stop=args.sample_stop) as ds:
+    try:
+        ds = open_matching(trained, args.data_path, sample_stop=args.sample_stop)
+    except ValueError as err:  # the dataset's own wording ("field 'omega' not in x.h5") does not name the flag
+        raise ValueError(str(err) if str(err).startswith("--") else f"--data_path {args.data_path}: {err}") from None
+    with ds:
         n = len(ds)
         vocab = fit(trained, ds, args.batch_size)
         batches = [x for _, x in normalized_batches(trained, ds, args.batch_size)]
@@ -81,16 +91,19 @@ def main(argv: list[str] | None = None) -> int:
             for name, fn in (("forward", forward), ("encode", encode), ("tokenise", tok), ("tokenise (file)", tok_file))
         ]
     c = trained.config
-    print(
+    lines = [
         f"device {jax.devices()[0].device_kind} ({jax.default_backend()}), {n} samples of "
         f"{c.in_channels}x{c.height}x{c.width}, batch {args.batch_size}, scales {len(c.scales)}, "
-        f"codebook {c.codebook_size}, L = {vocab.seq_len}, median of {args.repeats}"
-    )
-    print(f"{'pass':<16} {'seconds':>9} {'samples/s':>11} {'ratio':>7}")
+        f"codebook {c.codebook_size}, L = {vocab.seq_len}, median of {args.repeats}",
+        f"{'pass':<16} {'seconds':>9} {'samples/s':>11} {'ratio':>7}",
+    ]
     base = n / rows[0][1]
-    for name, t in rows:
-        print(f"{name:<16} {t:>9.4f} {n / t:>11.1f} {n / t / base:>7.2f}")
-    return 0
+    lines += [f"{name:<16} {t:>9.4f} {n / t:>11.1f} {n / t / base:>7.2f}" for name, t in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return tool_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

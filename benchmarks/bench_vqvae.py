@@ -49,7 +49,15 @@ import numpy as np
 
 from models.inference import encode_batch, load_trained, normalized_batches, open_matching, prefix_batch
 from models.models import COMPUTE_DTYPES, codebook_stats, make_model, with_compute_dtype
-from models.train_vqvae import TrainConfig, make_optimizer, model_config, train, train_step_for
+from models.train_vqvae import (
+    LEGACY_TRAIN_VALUES,
+    TrainConfig,
+    make_optimizer,
+    model_config,
+    read_settings,
+    train,
+    train_step_for,
+)
 from solvers.common import hdf5_utils
 from solvers.common.cli import OneLineArgumentParser, choice_list, scale_list
 
@@ -166,6 +174,17 @@ def evaluate(run_dir: Path, test_path: Path, batch_size: int) -> dict:
     }
 
 
+def settings_differ(run_dir: Path, config: TrainConfig, ignore: set[str]) -> list[str]:
+    """The training settings (architecture included) in which the run in ``run_dir`` differs from ``config``."""
+    saved = read_settings((run_dir / "config.txt").read_text(), str(run_dir / "config.txt"))
+    mine = config.to_dict() | {"data_path": str(Path(config.data_path).resolve())}
+    return sorted(
+        k
+        for k, v in mine.items()
+        if k not in ignore and saved.get(k, LEGACY_TRAIN_VALUES.get(k)) != json.loads(json.dumps(v))
+    )
+
+
 def train_config(args: argparse.Namespace, data_path: str | Path, field: str) -> TrainConfig:
     """The training settings of one case from the command line (TrainConfig checks them: one-line ValueErrors)."""
     try:
@@ -277,6 +296,15 @@ def main(argv=None) -> int:
             shape, bc = tuple(f.shape), (f.grid.bc_y, f.grid.bc_x)
             n_train = f.n_samples
         config = train_config(args, train_path, FIELD[case])
+        run_dir = out / case / "run"
+        done = (run_dir / "model.eqx").exists() and not args.overwrite
+        if done:  # the figures must describe the model this command asks for: reuse only a run of these settings
+            budget = {"log_every", "checkpoint_every"} | ({"steps", "warmup_steps"} if args.train_seconds else set())
+            budget |= {"scales"} if config.scales is None else set()  # None: the default for the grid, stored resolved
+            if diff := settings_differ(run_dir, config, budget):
+                p.error(
+                    f"{run_dir} was trained with other settings ({', '.join(diff)}); pass --overwrite to retrain it"
+                )
         by_dtype = {
             d: time_steps(dataclasses.replace(config, compute_dtype=d), shape, bc, args.throughput_steps)
             for d in dtypes
@@ -292,10 +320,10 @@ def main(argv=None) -> int:
                 log_every=max(1, steps // 50),
                 checkpoint_every=max(1, steps // 4),
             )
-        run_dir = out / case / "run"
         t0 = time.perf_counter()
-        done = (run_dir / "model.eqx").exists() and not args.overwrite
-        if not done:
+        if done:
+            config = dataclasses.replace(config, steps=read_settings((run_dir / "config.txt").read_text())["step"])
+        else:
             train(config, run_dir, overwrite=True, progress=progress)
         wall = time.perf_counter() - t0
         quality = evaluate(run_dir, test_path, args.batch_size)

@@ -2,7 +2,7 @@
 
     python -m benchmarks.profile_step --output_dir ./profile [--workloads py2d,rb,vqvae] [--py2d_n 1024]
         [--rb_grid 512x128] [--vq_size 128] [--vq_batch 32] [--frames 8] [--vq_steps 40] [--precision float32]
-        [--state_seconds 60] [--vq_compute_dtype float32]
+        [--state_seconds 60] [--vq_compute_dtype float32] [--overwrite]
 
 For each workload it runs the real entry point twice (``JAX_COMPILATION_CACHE_DIR`` spares the second call the XLA
 compilation):
@@ -24,8 +24,10 @@ Triton GEMMs, ``dot``/``convolution``), copy/transpose, memcpy (host↔device an
 elementwise/reduction, other. The union of all device events inside the loop over its length is the busy fraction;
 the rest is time the device waited for the host (launch gaps, Python, I/O). Figures go to stdout and
 ``--output_dir/profile.json`` with the 15 costliest kernels of each workload; the traces stay in
-``--output_dir/<workload>/``. ``--state_seconds`` is the solvers' flag (default 60: the full state goes with the
-first and last frames only in these short runs; 0 saves it with every frame, as the solvers did before the flag).
+``--output_dir/<workload>/``; a folder holding a previous profile is refused unless ``--overwrite`` (which replaces
+that profile, traces included). Every workload's settings are checked before the first trace. ``--state_seconds``
+is the solvers' flag (default 60: the full state goes with the first and last frames only in these short runs; 0
+saves it with every frame, as the solvers did before the flag).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import collections
 import gzip
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -44,7 +47,16 @@ import jax
 import numpy as np
 
 from models.models import COMPUTE_DTYPES
-from solvers.common.cli import DEFAULT_STATE_SECONDS
+from solvers.common.cli import (
+    DEFAULT_STATE_SECONDS,
+    OneLineArgumentParser,
+    choice_list,
+    fail,
+    nonnegative_float,
+    os_error_text,
+    positive_int,
+    scale_list,
+)
 
 KINDS = ("fft", "matmul/conv", "copy/transpose", "memcpy", "elementwise/reduce", "other")
 
@@ -165,17 +177,106 @@ def profile(make_run, units: int, steps_per_unit: int, trace_dir: Path) -> dict:
     return summarize(trace_dir, wall, units * steps_per_unit)
 
 
+PY2D_PER_FRAME, PY2D_DT = 100, 5e-5  # frames of 100 ab2cn steps
+RB_DT, RB_INTERVAL = 0.002, 0.2  # frames of 100 RK222 steps at a fixed dt
+
+
+def py2d_config(args, frames: int):
+    from solvers.py2d_turbulence.solver import Py2DConfig
+
+    n, per_frame, dt = args.py2d_n, PY2D_PER_FRAME, PY2D_DT
+    return Py2DConfig(
+        NX=n, dt=dt, t_total=frames * per_frame * dt, save_interval=per_frame * dt, precision=args.precision
+    )
+
+
+def rb_config(args, frames: int):
+    from solvers.rayleigh_benard.solver import RBConfig
+
+    nx, nz = args.rb_grid
+    return RBConfig(
+        rayleigh=1e8, nx=nx, nz=nz, dt=RB_DT, t_total=frames * RB_INTERVAL, save_interval=RB_INTERVAL,
+        precision=args.precision, fields=("buoyancy", "u", "w", "pressure"),
+    )  # fmt: skip
+
+
+def vq_data_config(args):
+    from solvers.py2d_turbulence.solver import Py2DConfig
+
+    return Py2DConfig(NX=args.vq_size, t_total=4.0, save_interval=0.05, n_trajectories=2, precision="float32")
+
+
+def vq_train_config(args, data, steps: int):
+    """The model of run_all.sh's vqvae_py2d stage (128² → 32×32 latent, 48.0×)."""
+    from models.train_vqvae import TrainConfig
+
+    return TrainConfig(
+        data_path=str(data), fields=("omega",), steps=steps, batch_size=args.vq_batch, ch=32,
+        ch_mult=(1, 2, 2), embed_dim=4, codebook_size=256, log_every=10, checkpoint_every=10**6,
+        compute_dtype=args.vq_compute_dtype,
+    )  # fmt: skip
+
+
+def _in_our_flags(err: ValueError, workload: str, names: dict[str, str]) -> ValueError:
+    """A config's one-line ValueError with its flag names replaced by this script's (``--NX`` → ``--py2d_n``)."""
+    text = str(err)
+    for old, new in names.items():
+        text = re.sub(re.escape(old) + r"(?![\w])", new, text)
+    return ValueError(f"{workload} workload: {text}")
+
+
+def check_settings(args, names) -> None:
+    """Build every selected workload's configs before anything is traced: one-line ValueErrors in this script's
+    flags (a bad --rb_grid fails at once, not after the py2d trace)."""
+    forcing = {"--fkx": "fkx (the solver's default forcing)"}
+    if "py2d" in names:
+        try:
+            py2d_config(args, args.frames)
+        except ValueError as err:
+            raise _in_our_flags(err, "py2d", {"--NX": "--py2d_n", **forcing}) from None
+    if "rb" in names:
+        try:
+            rb_config(args, args.frames)
+        except ValueError as err:
+            raise _in_our_flags(err, "rb", {"--nx": "--rb_grid's nx", "--nz": "--rb_grid's nz"}) from None
+    if "vqvae" in names:
+        from models.train_vqvae import model_config
+
+        try:
+            data = vq_data_config(args)
+        except ValueError as err:
+            raise _in_our_flags(err, "vqvae", {"--NX": "--vq_size", **forcing}) from None
+        renames = {"--batch_size": "--vq_batch", "--steps": "--vq_steps", "--compute_dtype": "--vq_compute_dtype"}
+        try:
+            config = vq_train_config(args, "checked-before-the-data-exists.h5", args.vq_steps)
+        except ValueError as err:
+            raise _in_our_flags(err, "vqvae", renames) from None
+        try:
+            model_config(config, args.vq_size, args.vq_size, "periodic", "periodic")
+        except ValueError as err:
+            text = str(err).replace("--ch_mult", "its ch_mult")
+            raise ValueError(f"vqvae workload: --vq_size {args.vq_size} does not fit the model: {text}") from None
+        samples = data.n_trajectories * (round(data.t_total / data.save_interval) + 1)
+        if args.vq_batch > samples:
+            raise ValueError(f"--vq_batch {args.vq_batch} exceeds the {samples} samples of the VQ-VAE's data")
+        if args.vq_batch % jax.device_count():
+            raise ValueError(f"--vq_batch {args.vq_batch} is not divisible by the {jax.device_count()} devices")
+
+
+def previous_profile(out: Path) -> list[str]:
+    """What a previous run of this script left in ``out``: profile.json and the workloads' trace folders."""
+    return [name for name in ("profile.json", *WORKLOADS) if (out / name).exists() or (out / name).is_symlink()]
+
+
 def workload_py2d(args, work: Path, out: Path) -> dict:
-    from solvers.py2d_turbulence.solver import Py2DConfig, run
+    from solvers.py2d_turbulence.solver import run
 
     from .bench_py2d import bench_one
 
-    n, per_frame, dt = args.py2d_n, 100, 5e-5
+    n, per_frame = args.py2d_n, PY2D_PER_FRAME
 
     def make_run(frames):
-        cfg = Py2DConfig(
-            NX=n, dt=dt, t_total=frames * per_frame * dt, save_interval=per_frame * dt, precision=args.precision
-        )
+        cfg = py2d_config(args, frames)
         return lambda: run(
             cfg, work / "py2d", overwrite=True, progress=False, log=lambda s: None, state_seconds=args.state_seconds
         )
@@ -186,18 +287,15 @@ def workload_py2d(args, work: Path, out: Path) -> dict:
 
 
 def workload_rb(args, work: Path, out: Path) -> dict:
-    from solvers.rayleigh_benard.solver import RBConfig, run
+    from solvers.rayleigh_benard.solver import run
 
     from .bench_rayleigh_benard import bench_one
 
-    nx, nz = args.rb_shape
-    dt, interval = 0.002, 0.2
+    nx, nz = args.rb_grid
+    dt, interval = RB_DT, RB_INTERVAL
 
     def make_run(frames):
-        cfg = RBConfig(
-            rayleigh=1e8, nx=nx, nz=nz, dt=dt, t_total=frames * interval, save_interval=interval,
-            precision=args.precision, fields=("buoyancy", "u", "w", "pressure"),
-        )  # fmt: skip
+        cfg = rb_config(args, frames)
         return lambda: run(
             cfg, work / "rb", overwrite=True, progress=False, log=lambda s: None, state_seconds=args.state_seconds
         )
@@ -209,23 +307,13 @@ def workload_rb(args, work: Path, out: Path) -> dict:
 
 
 def workload_vqvae(args, work: Path, out: Path) -> dict:
-    from models.train_vqvae import TrainConfig, train
-    from solvers.py2d_turbulence.solver import Py2DConfig, run
+    from models.train_vqvae import train
+    from solvers.py2d_turbulence.solver import run
 
-    data = run(
-        Py2DConfig(NX=args.vq_size, t_total=4.0, save_interval=0.05, n_trajectories=2, precision="float32"),
-        work / "vq_data",
-        overwrite=True,
-        progress=False,
-        log=lambda s: None,
-    )
+    data = run(vq_data_config(args), work / "vq_data", overwrite=True, progress=False, log=lambda s: None)
 
-    def make_run(steps):  # the model of run_all.sh's vqvae_py2d stage (128² → 32×32 latent, 48.0×)
-        config = TrainConfig(
-            data_path=str(data), fields=("omega",), steps=steps, batch_size=args.vq_batch, ch=32,
-            ch_mult=(1, 2, 2), embed_dim=4, codebook_size=256, log_every=10, checkpoint_every=10**6,
-            compute_dtype=args.vq_compute_dtype,
-        )  # fmt: skip
+    def make_run(steps):
+        config = vq_train_config(args, data, steps)
         return lambda: train(config, work / "vq_run", overwrite=True, progress=False)
 
     res = profile(make_run, args.vq_steps, 1, out / "vqvae")
@@ -239,47 +327,86 @@ def workload_vqvae(args, work: Path, out: Path) -> dict:
 WORKLOADS = {"py2d": workload_py2d, "rb": workload_rb, "vqvae": workload_vqvae}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__.split("\n\n")[0])
+PROG = "python -m benchmarks.profile_step"
+
+
+def grid_pair(text: str) -> tuple[int, int]:
+    """argparse type: one positive NXxNZ pair (``512x128``)."""
+    pairs = scale_list(text)
+    if len(pairs) != 1:
+        raise argparse.ArgumentTypeError(f"expected one NXxNZ pair like 512x128, got {text!r}")
+    return pairs[0]
+
+
+def build_parser() -> OneLineArgumentParser:
+    p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--workloads", default="py2d,rb,vqvae", help="comma list of py2d, rb, vqvae (default all)")
-    p.add_argument("--py2d_n", type=int, default=1024, help="py2d grid N (default 1024)")
-    p.add_argument("--rb_grid", default="512x128", help="RB nx x nz (default 512x128)")
-    p.add_argument("--vq_size", type=int, default=128, help="VQ-VAE field size (default 128)")
-    p.add_argument("--vq_batch", type=int, default=32, help="VQ-VAE batch (default 32)")
-    p.add_argument("--vq_steps", type=int, default=40, help="VQ-VAE training steps traced (default 40)")
+    p.add_argument(
+        "--workloads",
+        type=choice_list(tuple(WORKLOADS)),
+        default=tuple(WORKLOADS),
+        help="comma list of py2d, rb, vqvae (default all)",
+    )
+    p.add_argument("--py2d_n", type=positive_int, default=1024, help="py2d grid N (default 1024)")
+    p.add_argument("--rb_grid", type=grid_pair, default=(512, 128), help="RB nx x nz (default 512x128)")
+    p.add_argument("--vq_size", type=positive_int, default=128, help="VQ-VAE field size (default 128)")
+    p.add_argument("--vq_batch", type=positive_int, default=32, help="VQ-VAE batch (default 32)")
+    p.add_argument("--vq_steps", type=positive_int, default=40, help="VQ-VAE training steps traced (default 40)")
     p.add_argument(
         "--vq_compute_dtype",
         choices=COMPUTE_DTYPES,
         default="float32",
         help="the VQ-VAE encoder's and decoder's arithmetic, as train_vqvae --compute_dtype (default float32)",
     )
-    p.add_argument("--frames", type=int, default=8, help="saved frames of the traced solver runs (default 8)")
+    p.add_argument("--frames", type=positive_int, default=8, help="saved frames of the traced solver runs (default 8)")
     p.add_argument("--precision", choices=("float32", "float64"), default="float32")
     p.add_argument(
         "--state_seconds",
-        type=float,
+        type=nonnegative_float,
         default=DEFAULT_STATE_SECONDS,
         help=f"the solvers' --state_seconds (default {DEFAULT_STATE_SECONDS:g}; 0: the state with every frame)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous profile in --output_dir (profile.json and the py2d, rb, vqvae trace folders)",
+    )
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
-    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    bad = [w for w in names if w not in WORKLOADS]
-    if bad or not names:
-        p.error(f"--workloads {args.workloads!r}: unknown {bad}; allowed: {', '.join(WORKLOADS)}")
+    names = list(args.workloads)
+    out = Path(args.output_dir)
+    if not str(args.output_dir).strip():
+        p.error("--output_dir must not be empty")
+    if out.exists() and not out.is_dir():
+        p.error(f"--output_dir {out} exists and is not a directory")
+    if out.is_symlink() and not out.exists():
+        p.error(f"--output_dir {out} is a broken symbolic link")
+    previous = previous_profile(out) if out.is_dir() else []
+    if previous and not args.overwrite:
+        p.error(
+            f"--output_dir {out} holds a previous profile ({', '.join(previous)}); pass --overwrite to replace it, "
+            "or choose another --output_dir"
+        )
     try:
-        args.rb_shape = tuple(int(v) for v in args.rb_grid.lower().split("x"))
-        if len(args.rb_shape) != 2:
-            raise ValueError
-    except ValueError:
-        p.error(f"--rb_grid must look like 512x128 (got {args.rb_grid!r})")
-    for flag in ("py2d_n", "vq_size", "vq_batch", "vq_steps", "frames"):
-        if getattr(args, flag) < 1:
-            p.error(f"--{flag} must be >= 1 (got {getattr(args, flag)})")
+        check_settings(args, names)
+    except ValueError as err:
+        p.error(str(err))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in previous:  # --overwrite: the old profile goes as a whole, so no stale trace outlives it
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    except OSError as err:
+        return fail(PROG, os_error_text(err))
     if args.precision == "float64":
         jax.config.update("jax_enable_x64", True)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = jax.devices()[0]
     results = {"device": device.device_kind, "platform": device.platform, "jax": jax.__version__, "workloads": {}}
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")

@@ -7,15 +7,29 @@
 # Stages run in order of importance; each gets at most its own limit and what is left of BUDGET_S (default 560 s),
 # so a slow stage cannot starve the whole run of its logs. Each stage writes OUT_DIR/<stage>.log (stdout and stderr)
 # and its exit status to OUT_DIR/status.txt; the VQ-VAE benchmark keeps its runs in OUT_DIR/vqvae (results.json).
-# XLA's persistent compilation cache (OUT_DIR/../jax_cache unless JAX_COMPILATION_CACHE_DIR is set) lets repeated
+# XLA's persistent compilation cache (OUT_DIR/jax_cache unless JAX_COMPILATION_CACHE_DIR is set) lets repeated
 # compilations of the same program (the VQ-VAE step in the throughput timing and in training) load instead.
+# Bad settings (no OUT_DIR, BUDGET_S not a positive whole number of seconds, QUICK not 0 or 1) stop it before any
+# stage with one line on stderr and exit code 2.
 set -u
-out=${1:?usage: bash benchmarks/run_all.sh OUT_DIR}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$(dirname "$out")/jax_cache}
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+prog="bash benchmarks/run_all.sh"
+die() { # die MESSAGE: the one-line error of every Gust CLI, exit code 2 (bad input)
+    echo "$prog: error: $1" >&2
+    exit 2
+}
+(($# == 1)) || die "expected one argument, OUT_DIR (got $#); usage: $prog OUT_DIR"
+out=$1
+[[ -n $out ]] || die "OUT_DIR must not be empty"
 budget=${BUDGET_S:-560}
+[[ $budget =~ ^[1-9][0-9]{0,8}$ ]] || die "BUDGET_S must be a positive whole number of seconds, no leading zero (got '$budget')"
+quick=${QUICK:-0}
+[[ $quick == 0 || $quick == 1 ]] || die "QUICK must be 0 (GPU sizes) or 1 (tiny sizes) (got '$quick')"
+[[ -e $out && ! -d $out ]] && die "OUT_DIR $out exists and is not a directory"
+mkdir -p -- "$out" || die "cannot create OUT_DIR $out"
+[[ $out == /* ]] || out=$PWD/$out # absolute: the default cache and every stage's paths do not depend on the cwd
+export PYTHONUNBUFFERED=1
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$out/jax_cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 start=$(date +%s)
 status="$out/status.txt"
 : >"$status"
@@ -35,7 +49,7 @@ stage() { # stage NAME LIMIT_S CMD...
     echo "$name rc=$rc ${limit}s-limit $(($(date +%s) - t0))s" | tee -a "$status"
 }
 
-if [[ ${QUICK:-0} == 1 ]]; then
+if [[ $quick == 1 ]]; then
     py2d_goal=(--schemes ab2cn --sizes 32 --precisions float32 --ensembles 1 --steps 5 --repeats 1)
     py2d_scan=(--schemes ab2cn --sizes 32 --precisions float32 --ensembles 2 --steps 5 --repeats 1)
     rb=(--sizes 32x16 --precisions float32 --ensembles 1,2 --steps 5 --repeats 1)
@@ -73,14 +87,16 @@ stage env 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --
     optax.__version__, h5py.__version__, numpy.__version__)"'
 stage py2d_goal 90 python3 -m benchmarks.bench_py2d "${py2d_goal[@]}"
 stage rb 100 python3 -m benchmarks.bench_rayleigh_benard "${rb[@]}"
-stage profile 150 python3 -m benchmarks.profile_step --output_dir "$out/profile" "${prof[@]}"
+# --overwrite: a rerun into the same OUT_DIR replaces the profiles, as it replaces every stage's log
+stage profile 150 python3 -m benchmarks.profile_step --output_dir "$out/profile" --overwrite "${prof[@]}"
 stage vqvae_py2d 300 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" --cases py2d \
     --train_seconds "$vq_py2d_s" "${vq[@]}" "${vq_py2d[@]}"
-stage tokenizer 60 bash -c "python3 -m benchmarks.bench_tokenizer --checkpoint $out/vqvae/py2d/run/model.eqx \
-    --config_path $out/vqvae/py2d/run/config.txt --data_path \$(ls $out/vqvae/data/py2d_test/*.h5 | head -1) \
-    ${tok[*]}"
+# OUT_DIR goes to the bash -c stages as "$1" (any characters, spaces included), their extra flags after it
+stage tokenizer 60 bash -c 'test=("$1"/vqvae/data/py2d_test/*.h5)
+    python3 -m benchmarks.bench_tokenizer --checkpoint "$1/vqvae/py2d/run/model.eqx" \
+    --config_path "$1/vqvae/py2d/run/config.txt" --data_path "${test[0]}" "${@:2}"' _ "$out" "${tok[@]}"
 # the "before" of the profile's py2d row: the full state saved with every frame, as before --state_seconds existed
-stage profile_state_every_frame 45 python3 -m benchmarks.profile_step --output_dir "$out/profile_state0" \
+stage profile_state_every_frame 45 python3 -m benchmarks.profile_step --output_dir "$out/profile_state0" --overwrite \
     "${prof[@]}" --workloads py2d --state_seconds 0
 stage py2d_scan 60 python3 -m benchmarks.bench_py2d "${py2d_scan[@]}"
 stage dataloader 40 python3 -m benchmarks.bench_dataloader "${loader[@]}"
@@ -89,7 +105,7 @@ stage hdf5 30 python3 -m benchmarks.bench_hdf5 "${hdf5[@]}"
 stage vqvae_rb 100 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" --cases rb \
     --train_seconds "$vq_rb_s" "${vq[@]}"
 # issue 5's diagnostic, last (it runs when the budget allows): the ω run retrained with the decoder fed the free latent
-stage vqvae_floor 200 bash -c "python3 -m benchmarks.vqvae_floor --like $out/vqvae/py2d/run \
-    --test_path \$(ls $out/vqvae/data/py2d_test/*.h5 | head -1) -- --output_dir $out/vqvae/py2d/floor --overwrite \
-    --no_progress"
+stage vqvae_floor 200 bash -c 'test=("$1"/vqvae/data/py2d_test/*.h5)
+    python3 -m benchmarks.vqvae_floor --like "$1/vqvae/py2d/run" --test_path "${test[0]}" \
+    -- --output_dir "$1/vqvae/py2d/floor" --overwrite --no_progress' _ "$out"
 echo "total $(($(date +%s) - start)) s" | tee -a "$status"

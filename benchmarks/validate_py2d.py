@@ -16,7 +16,6 @@ Prints every figure; exits 1 if a check fails.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvers.common.cli import OneLineArgumentParser, fail, os_error_text, positive_float
 from solvers.common.hdf5_utils import open_dataset
 from solvers.py2d_turbulence import py2d_core as core
 from solvers.py2d_turbulence.schemes import SCHEMES
@@ -85,13 +85,47 @@ def _plot_spectrum(e_mean: np.ndarray, slope: float, png: Path) -> None:
     print(f"    spectrum plot: {png}")
 
 
+PROG = "python -m benchmarks.validate_py2d"
+PNG = "validation_spectrum.png"
+
+
+def steady_config(scheme: str, t_end: float) -> Py2DConfig:
+    """Check 2's run: N = 128, random IC, a frame every time unit to ``t_end``."""
+    return Py2DConfig(
+        NX=128, Re=RE, dt=DT, t_total=t_end, save_interval=1.0, fkx=FKX, fky=FKY, alpha=ALPHA,
+        scheme=scheme, precision="float64", seed=0,
+    )  # fmt: skip
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.validate_py2d", description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", required=True, help="folder for the long run's HDF5 file")
     p.add_argument("--scheme", default="ab2cn", choices=list(SCHEMES))
-    p.add_argument("--t_end", type=float, default=60.0, help="length of the statistically steady run (default 60)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--t_end",
+        type=positive_float,
+        default=60.0,
+        help="length of the statistically steady run, a whole number (default 60)",
+    )
+    p.add_argument("--overwrite", action="store_true", help=f"replace the steady run's file and {PNG}")
     args = p.parse_args(argv)
+    if args.t_end != round(args.t_end):
+        p.error(f"--t_end must be a whole number: the run saves a frame every time unit (got {args.t_end:g})")
+    try:
+        cfg = steady_config(args.scheme, args.t_end)
+    except ValueError as err:
+        p.error(str(err).replace("--t_total", "--t_end"))
+    out = Path(args.output_dir)
+    if not str(args.output_dir).strip():
+        p.error("--output_dir must not be empty")
+    if out.exists() and not out.is_dir():
+        p.error(f"--output_dir {out} exists and is not a directory")
+    existing = [name for name in (cfg.output_name(), PNG) if (out / name).exists()]
+    if existing and not args.overwrite:
+        p.error(
+            f"{out / existing[0]} already exists; pass --overwrite to replace "
+            f"{'them' if len(existing) > 1 else 'it'}, or choose another --output_dir"
+        )
     ok = True
     with jax.enable_x64(True):
         print(f"[1] resolution check, Re={RE:g}, kfx={FKX}, alpha={ALPHA:g}, dt={DT:g}, t=1, scheme {args.scheme}")
@@ -104,12 +138,13 @@ def main(argv=None) -> int:
         ok &= de <= 1e-9 and dz <= 1e-9
 
     print(f"[2] statistically steady state, N=128, random IC, t = 0 … {args.t_end:g}")
-    cfg = Py2DConfig(
-        NX=128, Re=RE, dt=DT, t_total=args.t_end, save_interval=1.0, fkx=FKX, fky=FKY, alpha=ALPHA,
-        scheme=args.scheme, precision="float64", seed=0,
-    )  # fmt: skip
     t0 = time.perf_counter()
-    path = run(cfg, args.output_dir, overwrite=args.overwrite, progress=True, argv=sys.argv)
+    try:
+        path = run(cfg, args.output_dir, overwrite=args.overwrite, progress=True, argv=sys.argv)
+    except (ValueError, FileExistsError) as err:
+        return fail(PROG, str(err))
+    except OSError as err:
+        return fail(PROG, os_error_text(err))
     print(f"    {path} written in {time.perf_counter() - t0:.0f} s")
     t_from = min(30.0, args.t_end / 2)
     with jax.enable_x64(True):
@@ -126,7 +161,7 @@ def main(argv=None) -> int:
         for a, b in ((t_from, (t_from + args.t_end) / 2), ((t_from + args.t_end) / 2, args.t_end))
     ]
     print(f"    stationarity: mean energy {halves[0]:.4f} (first half) vs {halves[1]:.4f} (second half)")
-    _plot_spectrum(e_mean, slope, Path(args.output_dir) / "validation_spectrum.png")
+    _plot_spectrum(e_mean, slope, out / PNG)
     ok &= slope < -3
     print("validation", "PASSED" if ok else "FAILED")
     return 0 if ok else 1

@@ -14,44 +14,65 @@ t ∈ [150, 300]; quoted in the issue): Nu ≈ 5.00 ± 0.10 at Ra = 1e5 on 128×
 
 from __future__ import annotations
 
-import argparse
+import re
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from solvers.common import hdf5_utils
+from solvers.common.cli import (
+    OneLineArgumentParser,
+    fail,
+    nonnegative_float,
+    os_error_text,
+    positive_float,
+)
 from solvers.rayleigh_benard.solver import NUSSELT, RBConfig, run
 
 DEFAULT_CASES = "1e4:64x16:0.05,1e5:64x16:0.02,1e5:128x32:0.02,1e5:256x64:0.01,1e6:256x64:0.005"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.validate_rayleigh_benard", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--output_dir", required=True)
-    p.add_argument(
-        "--cases",
-        default=DEFAULT_CASES,
-        help=f"comma list of Ra:NXxNZ:dt or Ra:NXxNZ:dt:aspect (aspect default 4; default {DEFAULT_CASES})",
-    )
-    p.add_argument("--prandtl", type=float, default=1.0, help="Prandtl number of every case (1)")
-    p.add_argument("--t_end", type=float, default=300.0)
-    p.add_argument("--t_avg_from", type=float, default=150.0)
-    p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    if not args.prandtl > 0:
-        p.error(f"--prandtl must be > 0, got {args.prandtl}")
-    rows = []
-    for case in args.cases.split(","):
-        parts = case.split(":")
-        if len(parts) not in (3, 4):
-            p.error(f"case {case!r} is not Ra:NXxNZ:dt or Ra:NXxNZ:dt:aspect")
-        ra, size, dt = parts[:3]
-        aspect = parts[3] if len(parts) == 4 else "4"
-        nx, nz = map(int, size.split("x"))
-        cfg = RBConfig(
+PROG = "python -m benchmarks.validate_rayleigh_benard"
+
+
+def parse_case(case: str) -> tuple[str, str, str, str]:
+    """``Ra:NXxNZ:dt[:aspect]`` → (ra, size, dt, aspect) as written; one-line ValueError naming the bad part."""
+    parts = case.split(":")
+    if len(parts) not in (3, 4):
+        raise ValueError(f"--cases: {case!r} is not Ra:NXxNZ:dt or Ra:NXxNZ:dt:aspect")
+    ra, size, dt = parts[:3]
+    aspect = parts[3] if len(parts) == 4 else "4"
+    for name, text in (("Ra", ra), ("dt", dt), ("aspect", aspect)):
+        try:
+            float(text)
+        except ValueError:
+            raise ValueError(f"--cases: {case!r} has {name} {text!r}, not a number") from None
+    dims = size.lower().split("x")
+    if len(dims) != 2 or not all(d.strip().isdigit() for d in dims):
+        raise ValueError(f"--cases: {case!r} has grid {size!r}, not NXxNZ with integers (e.g. 64x16)")
+    return ra, size, dt, aspect
+
+
+# the RB config's flag names as this script's --cases parts and flags
+RENAMES = {
+    "--rayleigh": "Ra",
+    "--nx": "NX",
+    "--nz": "NZ",
+    "--dt": "dt",
+    "--aspect": "aspect",
+    "--t_total": "--t_end",
+    "--save_interval=": "the save interval ",
+    "--save_interval": "the save interval",
+}
+
+
+def case_config(text: str, case: tuple[str, str, str, str], args) -> RBConfig:
+    ra, size, dt, aspect = case
+    nx, nz = (int(d) for d in size.lower().split("x"))
+    try:
+        return RBConfig(
             rayleigh=float(ra),
             prandtl=args.prandtl,
             aspect=float(aspect),
@@ -61,8 +82,58 @@ def main(argv=None) -> int:
             t_total=args.t_end,
             save_interval=1.0,
         )
+    except ValueError as err:
+        message = str(err)
+        for flag, name in RENAMES.items():
+            message = re.sub(re.escape(flag) + r"(?![\w])", name, message)
+        raise ValueError(f"--cases {text}: {message}") from None
+
+
+def main(argv=None) -> int:
+    p = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--output_dir", required=True)
+    p.add_argument(
+        "--cases",
+        default=DEFAULT_CASES,
+        help=f"comma list of Ra:NXxNZ:dt or Ra:NXxNZ:dt:aspect (aspect default 4; default {DEFAULT_CASES})",
+    )
+    p.add_argument("--prandtl", type=positive_float, default=1.0, help="Prandtl number of every case (1)")
+    p.add_argument("--t_end", type=positive_float, default=300.0)
+    p.add_argument("--t_avg_from", type=nonnegative_float, default=150.0)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    if not args.t_avg_from < args.t_end:
+        p.error(f"--t_avg_from must be below --t_end {args.t_end:g} (got {args.t_avg_from:g})")
+    out = Path(args.output_dir)
+    if not str(args.output_dir).strip():
+        p.error("--output_dir must not be empty")
+    if out.exists() and not out.is_dir():
+        p.error(f"--output_dir {out} exists and is not a directory")
+    try:  # every case, before the first one runs
+        texts = args.cases.split(",")
+        cases = [parse_case(c) for c in texts]
+        configs = [case_config(t, c, args) for t, c in zip(texts, cases, strict=True)]
+    except ValueError as err:
+        p.error(str(err))
+    names = [cfg.output_name() for cfg in configs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        p.error(f"--cases lists one run twice (output {twice[0]}); drop the repeat")
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not args.overwrite:
+        p.error(
+            f"{out / existing[0]} already exists ({len(existing)} of the {len(names)} outputs do); "
+            "pass --overwrite to replace them, or choose another --output_dir"
+        )
+    rows = []
+    for (ra, size, dt, aspect), cfg in zip(cases, configs, strict=True):
         t0 = time.perf_counter()
-        path = run(cfg, args.output_dir, overwrite=args.overwrite, progress=False, log=lambda s: None)
+        try:
+            path = run(cfg, args.output_dir, overwrite=args.overwrite, progress=False, log=lambda s: None)
+        except (ValueError, FileExistsError) as err:
+            return fail(PROG, str(err))
+        except OSError as err:
+            return fail(PROG, os_error_text(err))
         wall = time.perf_counter() - t0
         with hdf5_utils.open_dataset(path) as f:
             d = f.diagnostics()

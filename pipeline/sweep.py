@@ -12,8 +12,8 @@ point; fields neither swept nor set keep the solver's defaults. Values are parse
 str, ``none`` for an optional field); a tuple field (``fields``) takes its items joined by ``+``
 (``--param fields=buoyancy,buoyancy+u+w``; in ``--set`` a comma also works). Every point's config is built, and so
 validated, before anything runs: an unknown name or a bad value is a one-line error (exit 2). Point ``k`` gets the id
-``<k>_<name><value>...`` (e.g. ``0003_rayleigh1e+07_prandtl0.1_seed0``) and is written by the solver's own ``run()``
-into ``output_dir/files/<point_id>/`` under the solver's file name.
+``<k>_<name><value>...`` (e.g. ``0003_rayleigh1e+06_prandtl1_seed0``, point 3 of the sweep below) and is written
+by the solver's own ``run()`` into ``output_dir/files/<point_id>/`` under the solver's file name.
 
 **Splits.** ``--split train=0.8,val=0.1,test=0.1`` (the default; any names, fractions summing to 1) assigns every
 point to one split: the point indices are permuted by ``numpy.random.default_rng(--split_seed).permutation`` and
@@ -49,7 +49,7 @@ manifests and checks that every shard is there and every point is covered exactl
 problem (naming the file) and a summary (points, files, samples, bytes, per-split counts); exit 0 if clean, 1 if
 not, 2 if there is no manifest to read.
 
-**The Well-like Rayleigh–Bénard set** (Ra ∈ {1e6 … 1e10} × Pr ∈ {0.1 … 10}, 512 × 128, aspect 4, 200 frames
+**The Well-like Rayleigh–Bénard set** (Ra ∈ {1e6 … 1e10} × Pr ∈ {0.1 … 10}, 512 × 128, aspect 4, 201 frames
 over 50 time units; add ``--seeds`` for several initial perturbations per (Ra, Pr); adaptive dt for the high Ra,
 with CFL safety 0.2 for the onset burst at Ra >= 1e9 (README); check the resolution with the Nusselt spread each run
 prints)::
@@ -96,7 +96,14 @@ import numpy as np
 
 from solvers.common import hdf5_utils
 from solvers.common.atomic import atomic_text, file_sha256
-from solvers.common.cli import EXIT_BAD_INPUT, EXIT_RUN_FAILED, OneLineArgumentParser, fail, os_error_text
+from solvers.common.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_RUN_FAILED,
+    OneLineArgumentParser,
+    fail,
+    os_error_text,
+)
 
 __all__ = [
     "SOLVERS",
@@ -415,6 +422,19 @@ def _file_state(path: Path) -> tuple[str, int, str | None]:
         return "unreadable", 0, None
 
 
+def _config_diff(stored: str | None, config: Any) -> list[str]:
+    """The settings in which a file's stored config JSON differs from ``config`` (a solver config, or the
+    ``parameters`` dict of a manifest entry); a key the file does not store (an unused option) is not compared."""
+    try:
+        stored_dict = json.loads(stored or "")
+    except ValueError:
+        return ["config (unreadable)"]
+    mine = config if isinstance(config, dict) else json.loads(config.to_json())
+    if not isinstance(stored_dict, dict):
+        return ["config (unreadable)"]
+    return sorted(k for k in stored_dict if json.dumps(stored_dict[k]) != json.dumps(mine.get(k)))
+
+
 def _remove_sweep(output_dir: Path, manifests: list[Path], log: Callable[[str], None]) -> None:
     """``--overwrite``: delete the files the previous manifests list, then the manifests, then the folders under
     ``files/`` left empty. Anything a manifest does not list (a user's own file) stays."""
@@ -493,8 +513,17 @@ def run_sweep(
             created = manifest.get("provenance")
             old_entries = {e["point_id"]: e for e in manifest.get("points", [])}
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     mine = [p for p in points if p.index % spec.n_shards == shard]
+    if not overwrite:  # a file under a point's name that holds another run is not this sweep's to replace
+        for p in mine:
+            file = output_dir / p.file
+            state, _, stored = _file_state(file) if file.exists() else ("missing", 0, None)
+            if state in ("complete", "incomplete") and (diff := _config_diff(stored, p.config)):
+                raise ValueError(
+                    f"{file} holds a run with other settings ({', '.join(diff)}) than point {p.point_id}; move it "
+                    "away, or pass --overwrite to replace the sweep's files"
+                )
+    output_dir.mkdir(parents=True, exist_ok=True)
     prov = hdf5_utils.provenance(argv)
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -620,10 +649,48 @@ def _check_entry(root: Path, e: dict, check_hash: bool) -> list[str]:
         with hdf5_utils.open_dataset(path) as g:
             if g.n_samples != e.get("n_samples"):
                 problems.append(f"{name}: {g.n_samples} samples, manifest records {e.get('n_samples')}")
+            if diff := _config_diff(g.attrs.get("config"), e.get("parameters") or {}):
+                problems.append(
+                    f"{name}: its stored settings differ from the manifest's parameters ({', '.join(diff)})"
+                )
     except (OSError, ValueError) as exc:
         problems.append(f"{name}: unreadable ({' '.join(str(exc).replace(str(path), 'file').split())})")
     if check_hash and file_sha256(path) != e.get("sha256"):
         problems.append(f"{name}: sha256 differs from the manifest (file changed or corrupted)")
+    return problems
+
+
+def _check_definition(sweep: dict, entries: list[dict]) -> list[str]:
+    """Each entry against what the sweep's definition makes of its index: swept values (and seed), point id, split,
+    and the parameters that the values and the fixed settings (``set``) pin down."""
+    params = sweep.get("params") or {}
+    names = [*params, *(["seed"] if sweep.get("seeds") is not None else [])]
+    axes = [*params.values(), *([sweep["seeds"]] if sweep.get("seeds") is not None else [])]
+    combos = list(itertools.product(*axes))
+    try:
+        split = tuple((k, float(v)) for k, v in (sweep.get("split") or {}).items())
+        splits = assign_splits(len(combos), split, int(sweep.get("split_seed", 0))) if split else []
+    except (TypeError, ValueError):
+        return ["the sweep definition's split is not NAME: FRACTION pairs"]
+    width = max(4, len(str(len(combos) - 1)))
+    problems = []
+    for e in entries:
+        k = e.get("index")
+        if not isinstance(k, int) or not 0 <= k < len(combos):
+            continue  # reported with the index checks
+        values = dict(zip(names, combos[k], strict=True))
+        point_id = f"{k:0{width}d}" + "".join(f"_{name}{_slug(v)}" for name, v in values.items())
+        pinned = {**(sweep.get("set") or {}), **values}
+        stored = e.get("parameters") or {}
+        checks = {
+            "values": json.dumps(e.get("values")) == json.dumps(values),
+            "point_id": e.get("point_id") == point_id,
+            "split": not splits or e.get("split") == splits[k],
+            "parameters": all(json.dumps(stored.get(n)) == json.dumps(v) for n, v in pinned.items()),
+        }
+        bad = [what for what, ok in checks.items() if not ok]
+        if bad:
+            problems.append(f"point {k} ({e.get('point_id')}): {', '.join(bad)} disagree with the sweep definition")
     return problems
 
 
@@ -663,6 +730,7 @@ def validate(target: str | Path, *, check_hash: bool = True) -> tuple[list[str],
     if extra:
         problems.append(f"point indices outside the sweep: {extra[:10]}")
 
+    problems += _check_definition(sweep, entries)
     for e in entries:
         problems += _check_entry(root, e, check_hash)
 
@@ -769,6 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(PROG, str(e), EXIT_BAD_INPUT)
     except OSError as e:
         return fail(PROG, os_error_text(e), EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        return fail(PROG, "interrupted; the manifest keeps every finished point: rerun to continue", EXIT_INTERRUPTED)
     for problem in problems:
         print(problem)
     print(summary)

@@ -1,5 +1,10 @@
 """Benchmark CLIs refuse bad settings up front: one line, exit code 2 (nothing is timed, no data is made)."""
 
+import importlib
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from benchmarks import bench_py2d, bench_rayleigh_benard, bench_vqvae
@@ -40,3 +45,127 @@ def test_bad_input_is_one_line_exit_2(main, args, needle, capsys):
         main(args)
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every benchmark script: one line "python -m benchmarks.NAME: error: ..." naming the bad value, exit code 2, no
+# traceback, and nothing written (the checks run before any computation or file). "{tmp}" is the test's folder.
+# ---------------------------------------------------------------------------------------------------------------------
+PREVIOUS_PROFILE = "{tmp}/prof"  # holds a profile.json of an earlier run (made by the test)
+RB_CASE = "1e4:16x8:0.05"
+TOKENIZER = ["--checkpoint", "{tmp}/model.eqx", "--config_path", "{tmp}/config.txt", "--data_path", "{tmp}/d.h5"]
+
+
+def _rb_output_name() -> str:
+    from solvers.rayleigh_benard.solver import RBConfig
+
+    return RBConfig(rayleigh=1e4, nx=16, nz=8, dt=0.05, t_total=300.0, save_interval=1.0).output_name()
+
+
+@pytest.mark.parametrize(
+    "name, args, needle",
+    [
+        ("bench_hdf5", ["--samples", "0"], "argument --samples: must be >= 1 (got 0)"),
+        ("bench_hdf5", ["--batches", "0"], "argument --batches: must be >= 1 (got 0)"),
+        ("bench_hdf5", ["--repeats", "0"], "argument --repeats: must be >= 1 (got 0)"),
+        ("bench_hdf5", ["--tmpdir", "{tmp}/missing"], "missing' is not an existing directory"),
+        ("bench_hdf5", ["--batch", "32", "--samples", "16", "--tmpdir", "{tmp}"], "--batch 32 exceeds --samples 16"),
+        ("bench_dataloader", ["--batch", "32", "--samples", "16", "--tmpdir", "{tmp}"], "--batch 32 exceeds --samples"),
+        ("bench_dataloader", ["--batch", "0"], "argument --batch: must be >= 1 (got 0)"),
+        ("bench_dataloader", ["--epochs", "0"], "argument --epochs: must be >= 1 (got 0)"),
+        ("bench_dataloader", ["--workers", "0"], "argument --workers: must be >= 1 (got 0)"),
+        ("bench_dataloader", ["--file", "{tmp}/missing.h5"], "missing.h5 does not exist or is not a file"),
+        ("bench_tokenizer", TOKENIZER, "model.eqx does not exist or is not a file"),
+        ("bench_tokenizer", [*TOKENIZER, "--batch_size", "0"], "argument --batch_size: must be >= 1 (got 0)"),
+        ("bench_tokenizer", [*TOKENIZER, "--repeats", "0"], "argument --repeats: must be >= 1 (got 0)"),
+        (
+            "profile_step",
+            ["--output_dir", "{tmp}/p", "--py2d_n", "7"],
+            "py2d workload: --py2d_n must be an even integer >= 8",
+        ),
+        (  # every workload is checked before the first is traced: rb's grid fails before py2d runs
+            "profile_step",
+            ["--output_dir", "{tmp}/p", "--workloads", "py2d,rb", "--rb_grid", "32x4"],
+            "rb workload: --rb_grid's nz must be an integer >= 8",
+        ),
+        (
+            "profile_step",
+            ["--output_dir", "{tmp}/p", "--state_seconds", "-1"],
+            "argument --state_seconds: must be a finite number >= 0 (got '-1')",
+        ),
+        ("profile_step", ["--output_dir", "{tmp}/prof/profile.json"], "profile.json exists and is not a directory"),
+        (
+            "profile_step",
+            ["--output_dir", PREVIOUS_PROFILE],
+            "holds a previous profile (profile.json); pass --overwrite to replace it",
+        ),
+        (  # --overwrite deletes nothing while a setting is bad
+            "profile_step",
+            ["--output_dir", PREVIOUS_PROFILE, "--overwrite", "--frames", "0"],
+            "argument --frames: must be >= 1 (got 0)",
+        ),
+        ("validate_rayleigh_benard", ["--output_dir", "{tmp}", "--cases", "1e4:abc:0.05"], "has grid 'abc', not NXxNZ"),
+        (  # all cases are parsed before the first runs
+            "validate_rayleigh_benard",
+            ["--output_dir", "{tmp}", "--cases", f"{RB_CASE},1e4:16x8:abc"],
+            "'1e4:16x8:abc' has dt 'abc', not a number",
+        ),
+        ("validate_rayleigh_benard", ["--output_dir", "{tmp}/rb", "--cases", RB_CASE], "already exists"),
+        ("validate_py2d", ["--output_dir", "{tmp}", "--t_end", "-1"], "argument --t_end: must be a finite number > 0"),
+        ("validate_py2d", ["--output_dir", "{tmp}", "--t_end", "2.5"], "--t_end must be a whole number"),
+        ("bench_dedalus_rb", ["--steps", "0"], "argument --steps: must be >= 1 (got 0)"),
+        ("bench_dedalus_rb", ["--rayleigh", "nan"], "argument --rayleigh: must be a finite number > 0 (got 'nan')"),
+        ("bench_dedalus_rb", ["--sizes", "15x8"], "--sizes: nx must be even >= 4 and nz >= 8 (got 15x8)"),
+    ],
+)
+def test_every_script_refuses_bad_input_before_any_work(name, args, needle, tmp_path, monkeypatch, capsys):
+    (tmp_path / "prof").mkdir()
+    (tmp_path / "prof" / "profile.json").write_text("{}\n")
+    (tmp_path / "rb").mkdir()
+    (tmp_path / "rb" / _rb_output_name()).write_text("an earlier run\n")
+    monkeypatch.chdir(tmp_path)  # anything written to a relative path would show up here too
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    main = importlib.import_module(f"benchmarks.{name}").main
+    try:
+        code = main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"python -m benchmarks.{name}: error: ") and needle in err, err
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+def test_run_all_refuses_bad_settings_before_any_stage(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run_all.sh"
+    for env, needle in (
+        ({"BUDGET_S": "10m"}, "BUDGET_S must be a positive whole number of seconds"),
+        ({"QUICK": "2"}, "QUICK must be 0 (GPU sizes) or 1 (tiny sizes) (got '2')"),
+    ):
+        out = tmp_path / "o u t"
+        res = subprocess.run(
+            ["bash", str(script), str(out)], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+        )
+        err = res.stderr.strip()
+        assert res.returncode == 2 and len(err.splitlines()) == 1 and needle in err, err
+        assert err.startswith("bash benchmarks/run_all.sh: error: ") and not out.exists()
+
+
+def test_bench_vqvae_refuses_to_reuse_a_run_of_other_settings(
+    tiny_trained_run, py2d_tiny_data, tmp_path, monkeypatch, capsys
+):
+    """The run kept in --output_dir from an earlier call must be the model this call describes: its quality used to be
+    reported next to the new settings' speed and parameter count."""
+    import shutil
+
+    run_dir = tmp_path / "bench" / "py2d" / "run"
+    shutil.copytree(tiny_trained_run, run_dir)  # ch 8, trained on py2d_tiny_data
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    monkeypatch.setattr(bench_vqvae, "make_data", lambda *a, **k: (Path(py2d_tiny_data), Path(py2d_tiny_data)))
+    monkeypatch.setattr(bench_vqvae, "time_steps", lambda *a, **k: pytest.fail("timed before the check"))
+    with pytest.raises(SystemExit) as exc:
+        bench_vqvae.main(["--output_dir", str(tmp_path / "bench"), "--cases", "py2d", "--ch", "16", "--no_progress"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1, err
+    assert f"{run_dir} was trained with other settings (" in err and " ch," in err and "--overwrite" in err, err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before

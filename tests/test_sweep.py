@@ -114,8 +114,7 @@ def test_killed_sweep_resumes_the_partial_file_and_keeps_the_others(done, tmp_pa
     second.unlink()  # point 1 never ran; the run is killed in the middle of it
     real_make, real_run = solver.make_simulation, solver.run
     monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(3, real_make))
-    with pytest.raises(KeyboardInterrupt):
-        run(out)
+    assert run(out) == 130  # Ctrl-C: one line, exit 130
     m = manifest(out / "manifest.json")  # still valid JSON, point 1 still pending
     assert [e["status"] for e in m["points"]] == ["complete", "pending"]
     partial, complete = buoyancy(second)
@@ -294,3 +293,38 @@ def test_shards_cover_the_sweep_and_validate_merges_them(done, tmp_path, capsys)
     assert "manifest.1-of-2.json: missing (sweep has 2 shard(s))" in lines
     assert "1 point(s) missing from the manifest(s) (first: [1])" in lines
     assert f"{whole[1]['file']}: unexpected file (not in the manifest)" in lines
+
+
+def test_validator_catches_swapped_files_and_edited_entries(done, tmp_path, capsys):
+    """Without hashes too: a file holding another point's run, and manifest entries edited away from what the sweep
+    definition makes of their index (split, swept value, point id), are problems (they used to validate clean)."""
+    out = copy(done, tmp_path)
+    m = manifest(out / "manifest.json")
+    first, second = m["points"]
+    shutil.copy(out / second["file"], out / first["file"])  # point 0's name, point 1's run (Ra 3e4)
+    assert sweep.main(["validate", str(out), "--no_hash"]) == 1
+    problems = capsys.readouterr().out.strip().splitlines()[:-1]
+    assert f"{first['file']}: its stored settings differ from the manifest's parameters (rayleigh)" in problems
+    shutil.copy(done / first["file"], out / first["file"])
+    first["split"] = "train" if first["split"] == "test" else "test"
+    second["values"]["rayleigh"] = 9e4
+    second["parameters"]["rayleigh"] = 9e4
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert sweep.main(["validate", str(out), "--no_hash"]) == 1
+    problems = capsys.readouterr().out.strip().splitlines()[:-1]
+    assert problems[0] == f"point 0 ({first['point_id']}): split disagree with the sweep definition", problems
+    assert problems[1] == f"point 1 ({second['point_id']}): values, parameters disagree with the sweep definition"
+    assert any("its stored settings differ" in p and "(rayleigh)" in p for p in problems[2:]), problems
+
+
+def test_a_file_of_another_run_under_a_points_name_is_kept_without_overwrite(done, tmp_path, capsys):
+    """With the manifest gone, a rerun with other settings used to replace the finished files silently."""
+    out = copy(done, tmp_path)
+    (out / "manifest.json").unlink()
+    before = {p: sha(p) for p in (out / "files").rglob("*.h5")}
+    assert run(out, "--set", "cfl_safety=0.3") == 2  # no: the names are the same, the runs are not
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a run with other settings (cfl_safety) than point 0000_" in err[0], err
+    assert {p: sha(p) for p in (out / "files").rglob("*.h5")} == before and not (out / "manifest.json").exists()
+    assert run(out) == 0  # the same settings adopt the files, unchanged
+    assert {p: sha(p) for p in (out / "files").rglob("*.h5")} == before
