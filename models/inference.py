@@ -156,6 +156,8 @@ def open_matching(
         )
     if not Path(data_path).is_file():
         raise ValueError(f"--data_path {data_path} does not exist or is not a file")
+    if sample_stop is not None and sample_stop <= sample_start:
+        raise ValueError(f"--sample_start {sample_start} and --sample_stop {sample_stop} leave an empty sample range")
     try:
         ds = GustDataset(data_path, list(trained.fields), sample_start=sample_start, sample_stop=sample_stop)
     except OSError as err:

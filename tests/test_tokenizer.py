@@ -325,11 +325,13 @@ def _bad_inputs(run_dir, tmp_path, good_npz):
         "missing": (["--vocab_from", tmp_path / "nope.npz"], "does not exist"),
         "batch": (["--batch_size", "0"], "--batch_size"),
         "other_checkpoint": (["--vocab_from", other], "was made with checkpoint sha256 000000000000"),
+        "empty_range": (["--sample_start", "5", "--sample_stop", "5"], "--sample_start 5 and --sample_stop 5 leave an"),
     }
 
 
 @pytest.mark.parametrize(
-    "case", ["config", "fields", "foreign", "truncated", "garbage", "missing", "batch", "other_checkpoint"]
+    "case",
+    ["config", "fields", "foreign", "truncated", "garbage", "missing", "batch", "other_checkpoint", "empty_range"],
 )
 def test_bad_input_is_one_line_exit_2(case, run_dir, py2d_tiny_data, tmp_path, capsys):
     good = tmp_path / "good.npz"
