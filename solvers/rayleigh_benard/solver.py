@@ -115,8 +115,10 @@ class RBConfig(driver.TimeGrid):
             raise ValueError(f"--grid must be one of {', '.join(GRIDS)} (got {self.grid!r})")
         if self.seed < 0:
             raise ValueError(f"--seed must be >= 0 (got {self.seed})")
-        if not self.ic_amplitude > 0:
-            raise ValueError(f"--ic_amplitude must be > 0 (got {self.ic_amplitude:g})")
+        if not 0 < self.ic_amplitude <= 1:  # b runs from 1 (bottom) to 0 (top): noise beyond that is not a perturbation
+            raise ValueError(
+                f"--ic_amplitude must be in (0, 1] (the buoyancy contrast is 1; got {self.ic_amplitude:g})"
+            )
         if not isinstance(self.n_trajectories, int) or self.n_trajectories < 1:
             raise ValueError(f"--n_trajectories must be >= 1 (got {self.n_trajectories})")
         if self.precision not in PRECISIONS:
