@@ -219,7 +219,12 @@ class BatchLoader:
             if not drop_remainder and last % parts:
                 raise ValueError(
                     f"the last batch of each epoch would hold {last} items, not a multiple of the {parts} devices; "
-                    f"use drop_remainder=True or a batch_size dividing {n}"
+                    "use drop_remainder=True"
+                    + (
+                        f" or a batch_size dividing {n}"
+                        if n % parts == 0
+                        else f" ({n} items split over {parts} devices)"
+                    )
                 )
         self._plan = _Plan(
             dataset, int(batch_size), int(seed), bool(shuffle), bool(drop_remainder), epochs, normalize, sharding

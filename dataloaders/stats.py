@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solvers.common.atomic import atomic_text
+
 from .dataset import GustDataset
 
 __all__ = ["FieldStats", "compute_stats"]
@@ -58,9 +60,8 @@ class FieldStats:
         return cls(fields=d["fields"], mean=d["mean"], std=d["std"], count=int(d["count"]))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write as a small JSON file (floats round-trip exactly)."""
-        with open(path, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=1)
+        """Write as a small JSON file, atomically (floats round-trip exactly)."""
+        atomic_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FieldStats:

@@ -746,3 +746,71 @@ def test_cli_module_entry_point(tmp_path):
     assert ok.returncode == 0 and ok.stdout.startswith("OK: "), ok.stderr
     missing = subprocess.run([*cmd, "info", str(tmp_path / "nope.h5")], cwd=REPO_ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "error:" in missing.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# readers stay on what they opened; validate checks what the readers rely on
+
+
+def test_reads_stay_on_the_file_that_was_opened(tmp_path):
+    """A rerun with --overwrite renames a new file onto the name: a reader opened before keeps reading the old file
+    through every path (read_into used to open its descriptor by name on first use and read the new file)."""
+    path = write_complete(tmp_path / "run.h5")
+    with open_dataset(path) as g:
+        w = new_writer(path, overwrite=True)
+        bad = np.full((2, H, W), -777.0, np.float32)
+        w.write_samples({"u": bad, "v": bad}, time=[0.0, 0.0], trajectory=[0, 1], step=[0, 0])
+        w.commit()
+        out = [np.empty((H, W), np.float32) for _ in range(2)]
+        g.read_into("u", [0, 1], out)
+        np.testing.assert_array_equal(np.stack(out), all_frames(2))
+        np.testing.assert_array_equal(g.read("u", 0, 2), all_frames(2))
+        w.close()
+
+
+def test_a_reader_returns_only_committed_states_after_the_writer_moved_on(tmp_path):
+    """The reader opened at state save 1; the writer then commits save 2 (slot 1) and writes save 3 into slot 0
+    without committing it: the reader's latest state is save 2, never the uncommitted one in the slot it first saw."""
+    path = tmp_path / "run.h5"
+    w = new_writer(path)
+    w.write_state(state_for(1), step=10, time=1.0)
+    w.commit()
+    with open_dataset(path) as g:
+        w.write_state(state_for(2), step=20, time=2.0)
+        w.commit()
+        w.write_state(state_for(3), step=30, time=3.0)
+        arrays, step, _ = g.read_state()
+        assert step == 20 and arrays["rng_key"].tolist() == [2, 3]
+    w.close()
+
+
+def test_validate_checks_what_the_readers_rely_on(tmp_path, capsys):
+    path = write_complete(tmp_path / "run.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["config"] = "{oops"
+    assert validate(path) == ["attribute 'config' is not valid JSON (Expecting property name enclosed in double "
+                              "quotes: line 1 column 2 (char 1))"]  # fmt: skip
+    assert hu.main(["validate", str(path)]) == 1  # a problem line, not a traceback from the reader
+    with pytest.raises(ValueError, match=r"attrs\['config'\] must be JSON"):
+        create_writer(tmp_path / "new.h5", fields=["u"], shape=(H, W), n_samples=2, grid=make_grid(), diagnostics=[],
+                      n_diag=0, n_trajectories=1, state_spec={}, attrs={"config": "{oops"})  # fmt: skip
+    assert not (tmp_path / "new.h5").exists()
+
+
+@pytest.mark.parametrize(
+    "trajectory, time, problem",
+    [
+        ([0, 1, 1, 0], [0, 0, 1, 1], "samples: not in the time-major order sample_order states (first: sample 2)"),
+        ([0, 1, 0, 1], [0, 0, 0, 1], "samples: time does not increase within trajectory 0 (at sample 2)"),
+    ],
+)
+def test_validate_holds_a_time_major_file_to_its_order(tmp_path, trajectory, time, problem):
+    path = tmp_path / "run.h5"
+    attrs = {**ATTRS, "sample_order": "time-major: sample i = frame * n_trajectories + trajectory"}
+    w = create_writer(path, fields=FIELDS, shape=(H, W), n_samples=4, grid=make_grid(), diagnostics=[], n_diag=0,
+                      n_trajectories=2, state_spec={}, attrs=attrs)  # fmt: skip
+    frames = all_frames(4)
+    w.write_samples({"u": frames, "v": frames}, time=time, trajectory=trajectory, step=[0, 0, 1, 1])
+    w.commit()
+    w.finalize()
+    assert problem in validate(path)

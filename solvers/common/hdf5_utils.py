@@ -41,7 +41,6 @@ import platform
 import shlex
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -569,6 +568,13 @@ def create_writer(
         if not isinstance(key, str) or not key or "/" in key:
             raise ValueError(f"attribute name {key!r} must be a non-empty string without '/'")
         encoded[key] = _encode_attr(key, value)
+    if isinstance(attrs.get("config"), str):  # the readers parse it: a file they would refuse is never made
+        try:
+            json.loads(attrs["config"])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"attrs['config'] must be JSON ({exc})") from None
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such folder for {path.name}")
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
     f = h5py.File(tmp, "w")  # default libver on purpose (see module docstring)
@@ -894,10 +900,14 @@ class GustFile:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._fd: int | None = None  # raw descriptor for read_into's direct reads, opened on first use
-        self._fd_lock = threading.Lock()  # reader threads (BatchLoader workers) may open it at once
+        # read_into's raw descriptor is opened with the file, not on first use: a file replaced under the same name
+        # later (a rerun with --overwrite renames a new file onto it) must not be read at this file's offsets
+        self._fd: int | None = None
         self._f: h5py.File | None = _open_h5_for_read(self.path)
         try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+            if os.fstat(self._fd).st_ino != os.fstat(self._f.id.get_vfd_handle()).st_ino:  # replaced in between
+                raise GustFormatError(f"{self.path} was replaced while it was being opened; open it again")
             layout = _layout_or_raise(self._f, self.path)
             self.attrs: dict[str, Any] = layout.attrs
             config = self.attrs.get("config")
@@ -1022,9 +1032,8 @@ class GustFile:
             for a, i in zip(out, idx, strict=True):
                 ds.read_direct(a, source_sel=np.s_[int(i)])
             return
-        with self._fd_lock:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDONLY)
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
         frame = self.shape[0] * self.shape[1] * 4
         for a, i in zip(out, idx, strict=True):
             got = os.preadv(self._fd, [memoryview(a).cast("B")], offset + int(i) * frame)
@@ -1042,8 +1051,17 @@ class GustFile:
         return {name: f["diagnostics"][name][: self.n_diag] for name in ["time", *self.diagnostic_names]}
 
     def read_state(self) -> tuple[dict[str, np.ndarray], int, float]:
-        """The latest committed solver state: (arrays, step, time). GustFormatError if none."""
-        return _read_state(self._open(), self.path, self._state_names, self.n_state_saves)
+        """The latest committed solver state: (arrays, step, time). GustFormatError if none.
+
+        The commit record is read again here: a writer that has committed since this file was opened writes its next
+        state into the slot this reader would otherwise take for the latest (only committed states are returned)."""
+        f = self._open()
+        progress, n_saves = f["progress"], self.n_state_saves
+        offset = progress.id.get_offset()  # contiguous: read the record from disk, past HDF5's caches
+        if offset is not None and self._fd is not None:
+            raw = os.pread(self._fd, progress.dtype.itemsize * 3, offset)
+            n_saves = max(n_saves, int(np.frombuffer(raw, dtype=progress.dtype)[2]))
+        return _read_state(f, self.path, self._state_names, n_saves)
 
     def field_stats(self, field: str) -> dict[str, float]:
         """The mean/std/min/max attributes recorded at finalize (NaN before)."""
@@ -1114,15 +1132,29 @@ def validate(path: str | os.PathLike) -> list[str]:
                 f"samples: trajectory ids outside [0, {layout.n_trajectories}) "
                 f"(first: sample {int(np.argmax(out_of_range))})"
             )
+        # a solver's file is time-major (sample i = frame i // M of trajectory i % M): each frame a new time
+        time_major = str(layout.attrs.get("sample_order", "")).startswith("time-major")
+        if time_major and not np.any(out_of_range):
+            wrong = np.flatnonzero(trajectory != np.arange(n) % layout.n_trajectories)
+            if wrong.size:
+                problems.append(f"samples: not in the time-major order sample_order states (first: sample {wrong[0]})")
         for label in ("time", "step"):
             for traj in np.unique(trajectory[~out_of_range]):
                 where = np.flatnonzero(trajectory == traj)
-                backwards = np.flatnonzero(np.diff(samples[label][where]) < 0)
+                change = np.diff(samples[label][where])
+                backwards = np.flatnonzero(change <= 0 if time_major else change < 0)
                 if backwards.size:
+                    what = "does not increase" if time_major else "decreases"
                     problems.append(
-                        f"samples: {label} decreases within trajectory {int(traj)} "
+                        f"samples: {label} {what} within trajectory {int(traj)} "
                         f"(at sample {int(where[backwards[0] + 1])})"
                     )
+        config = layout.attrs.get("config")
+        if isinstance(config, str):
+            try:
+                json.loads(config)
+            except json.JSONDecodeError as exc:
+                problems.append(f"attribute 'config' is not valid JSON ({exc})")
 
         n_diag = layout.progress[1]
         diag_time = f["diagnostics"]["time"][:n_diag]
@@ -1291,7 +1323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(problem)
         return 1
-    with open_dataset(args.file) as g:
+    try:
+        g = open_dataset(args.file)
+    except (GustFormatError, OSError) as exc:  # changed since validate read it
+        return fail(prog, str(exc), EXIT_BAD_INPUT)
+    with g:
         H, W = g.shape
         print(
             f"OK: {args.file}: {len(g.fields)} field(s) {g.fields}, {g.n_samples}/{g.n_samples_planned} "

@@ -12,9 +12,9 @@ Schemes (``SCHEMES``; ``--scheme`` choices and the order tests iterate this regi
   whenever α ≠ 0, as in py2d). Deviation from py2d: the β term is Crank–Nicolson instead of
   explicit Euler, which is neutral for Rossby waves instead of amplifying them; results equal
   py2d's whenever β = 0.
-- ``rk3cn``  the low-storage 3-stage Runge–Kutta/Crank–Nicolson scheme of Spalart, Moser & Rogers
-  (J. Comput. Phys. 96, 1991, Appendix A): third order for the explicit terms, second order overall;
-  all linear terms (viscosity, drag, β) Crank–Nicolson per stage.
+- ``rk3cn``  the low-storage 3-stage Runge–Kutta of Spalart, Moser & Rogers (J. Comput. Phys. 96, 1991,
+  Appendix A: γ, ζ) for the explicit terms, third order there, second order overall; all linear terms
+  (viscosity, drag, β) Crank–Nicolson over each stage (α = β = (γ + ζ)/2, not SMR's own α, β).
 - ``etdrk4`` exponential time differencing RK4 of Cox & Matthews (J. Comput. Phys. 176, 2002),
   coefficients evaluated by the contour integrals of Kassam & Trefethen (SIAM J. Sci. Comput. 26,
   2005): fourth order, the linear part (viscosity, drag, β) integrated exactly.
@@ -112,7 +112,9 @@ def _ab2cn(eq: Py2DEquation, dt: float) -> Stepper:
     return step
 
 
-# Spalart, Moser & Rogers (1991), Appendix A: γ, ζ for the explicit terms, α = β for Crank–Nicolson.
+# γ, ζ: the explicit low-storage RK3 of Spalart, Moser & Rogers (JCP 96, 1991, Appendix A). The implicit terms take
+# Crank–Nicolson over each substep, α_k = β_k = (γ_k + ζ_k)/2 — not SMR's own α = (29/96, −3/40, 1/6),
+# β = (37/160, 5/24, 1/6); both are consistent (α_k + β_k = γ_k + ζ_k) and second order overall.
 _SMR_GAMMA = (8 / 15, 5 / 12, 3 / 4)
 _SMR_ZETA = (0.0, -17 / 60, -5 / 12)
 _SMR_ALPHA = (4 / 15, 1 / 15, 1 / 6)
@@ -190,7 +192,7 @@ SCHEMES: dict[str, Scheme] = {
     s.name: s
     for s in (
         Scheme("ab2cn", 2, 0.5, "AB2/CN as in py2d (Jakhar et al. 2024)", _ab2cn, uses_history=True),
-        Scheme("rk3cn", 2, 0.8, "Spalart, Moser & Rogers, JCP 96 (1991), App. A", _rk3cn),
+        Scheme("rk3cn", 2, 0.8, "RK3 of Spalart, Moser & Rogers, JCP 96 (1991), App. A + CN per substep", _rk3cn),
         Scheme("etdrk4", 4, 1.3, "Cox & Matthews, JCP 176 (2002); Kassam & Trefethen, SISC 26 (2005)", _etdrk4),
     )
 }
