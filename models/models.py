@@ -22,10 +22,10 @@ Design choices (documented here once):
   would), and works for any pad width, including 1-cell latents where ``"reflect"`` has nothing to mirror.
 - The lookup is cosine nearest-neighbour (both the residual and the codebook L2-normalised), which bounds the
   commitment term. Magnitude is carried by a learned gain per scale (``log_gains``, initialised at 0) and by phi_k.
-- Upsampling from scale k to the latent grid is bicubic (as VAR's ``F.interpolate``) or bilinear interpolation with
-  ``jax.image.resize``'s kernels, applied as one small matrix per axis (:func:`upsample_matrix`). Along a periodic
-  axis it wraps around (``wrap_upsample``, the default): the coarse grid is interpolated as the periodic signal it
-  samples, so a circular shift of the coarse codes shifts their contribution. Along a wall axis it is
+- Upsampling from scale k to the latent grid is bicubic (``jax.image.resize``'s Keys kernel, a = −0.5; VAR's
+  ``F.interpolate`` uses a = −0.75) or bilinear, applied as one small matrix per axis (:func:`upsample_matrix`).
+  Along a periodic axis it wraps around (``wrap_upsample``, the default): the coarse grid is interpolated as the
+  periodic signal it samples, so a circular shift of the coarse codes shifts their contribution. Along a wall axis it is
   ``jax.image.resize`` itself. Configs written before ``wrap_upsample`` existed load with it off (their models were
   trained with ``jax.image.resize`` on every axis, which near a periodic edge extrapolates instead of wrapping).
 - Mixed precision: an encoder or decoder computes in the dtype of its own weights (its input is cast to it), and
@@ -443,13 +443,18 @@ def restart_dead_codes(
     *,
     threshold: float = 0.0,
 ) -> tuple[Float[Array, "v d"], Int[Array, ""]]:
-    """Replace every code with ``counts <= threshold`` by a random row of ``vectors`` (recent encoder outputs).
+    """Replace every code with ``counts <= threshold`` by a random row of ``vectors`` (recent encoder outputs), each
+    dead code by a different row when there are at least as many rows as codes.
 
     Pure: returns the new codebook and the number of restarted codes. ``counts`` is any usage accumulator over recent
     steps (e.g. summed ``code_probs`` over scales and batches); live codes are returned unchanged.
     """
     dead = counts <= threshold
-    pick = jax.random.randint(key, (codebook.shape[0],), 0, vectors.shape[0])
+    v, n = codebook.shape[0], vectors.shape[0]
+    if n >= v:  # distinct rows: a row copied into two dead codes leaves all but one of them dead (ties break low)
+        pick = jax.random.permutation(key, n)[:v]
+    else:
+        pick = jax.random.randint(key, (v,), 0, n)
     new = jnp.where(dead[:, None], vectors[pick].astype(codebook.dtype), codebook)
     return new, jnp.sum(dead).astype(jnp.int32)
 

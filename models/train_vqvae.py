@@ -709,7 +709,7 @@ def train(
                 step += 1
                 if restart_due(step, config.restart_every):
                     restarted += int(metrics["restarted"])
-                if step % config.log_every == 0 or step == end:
+                if step % config.log_every == 0 or step == config.steps:  # not at a stop_after: a killed run logs none
                     rec = {"step": step, "lr": float(schedule(step - 1)), "restarted": restarted}
                     restarted = 0
                     for k, v in metrics.items():

@@ -261,6 +261,10 @@ TINY = ["--NX", "16", "--dt", "0.01", "--t_total", "0.2", "--save_interval", "0.
         (["--fields", "omega,pi_omega"], "pi_omega"),
         (["--coarse_grain_to", "8", "--sgs", "smag"], "--sgs none"),
         (["--sgs", "smag", "--cs", "-1"], "--cs"),
+        # flags the others leave unused used to be accepted and ignored
+        (["--cs", "0.3"], "--cs sets the coefficient of --sgs smag or leith; --sgs none does not use it"),
+        (["--sgs", "dsmag", "--cs", "0.3"], "--sgs dsmag does not use it"),
+        (["--filter", "box"], "--filter is the filter of --coarse_grain_to, which is off (0)"),
     ],
 )
 def test_bad_les_input_is_a_one_line_error(tmp_path, capsys, extra, needle):

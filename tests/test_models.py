@@ -213,6 +213,11 @@ def test_codebook_stats_and_dead_code_restart():
     np.testing.assert_array_equal(new[jnp.array([0, 2])], codebook[jnp.array([0, 2])])
     for row in (1, 3):
         assert any(np.array_equal(new[row], v) for v in np.asarray(vectors))
+    # every code dead, as many rows as codes: each gets its own row (drawn with replacement, 8 codes from 8 rows
+    # would share one with probability 1 − 8!/8⁸ = 0.998, and a shared row leaves all but one of its codes dead)
+    many = jax.random.normal(jax.random.PRNGKey(1), (8, 3))
+    new, n_dead = restart_dead_codes(jnp.zeros((8, 3)), jnp.zeros(8), many, jax.random.PRNGKey(2))
+    assert int(n_dead) == 8 and len({tuple(np.asarray(r).tolist()) for r in new}) == 8
 
 
 @pytest.fixture(scope="module")

@@ -258,6 +258,11 @@ def test_weight_decay_mask_and_default_scales():
     assert mask.encoder.conv_in.conv.weight and not mask.encoder.conv_in.conv.bias
     assert not mask.quantizer.codebook and not mask.quantizer.log_gains
     assert not mask.encoder.blocks[0].norm1.weight
+    # every leaf: exactly the convolution kernels decay (φ's included); biases, norms, codebook and gains do not
+    leaves = [(jax.tree_util.keystr(path), flag) for path, flag in jax.tree_util.tree_flatten_with_path(mask)[0]]
+    assert sum("phi" in name and flag for name, flag in leaves) >= 1
+    for name, flag in leaves:
+        assert flag == (name.endswith(".weight") and "norm" not in name), name
     assert default_scales((8, 8)) == ((1, 1), (2, 2), (4, 4), (8, 8))
     assert default_scales((4, 8)) == ((1, 1), (2, 2), (4, 4), (4, 8))
 
@@ -500,3 +505,28 @@ def test_resume_on_changed_data_is_refused(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--resume: the training data's statistics" in err and "has changed since the run began" in err, err
     assert (tmp_path / "run" / "model.eqx").read_bytes() == before
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine_to_the_end_ratio():
+    """lr(s) = lr·s/w for s ≤ w, then lr·(r + (1 − r)·(1 + cos(π (s − w)/(S − w)))/2), r = end_lr_ratio."""
+    from models.train_vqvae import make_schedule
+
+    config = TrainConfig("x", ("a",), steps=110, warmup_steps=10, lr=2e-3, end_lr_ratio=0.1)
+    schedule = make_schedule(config)
+    for s in (0, 5, 10, 35, 60, 85, 110):
+        if s <= 10:
+            want = 2e-3 * s / 10
+        else:
+            want = 2e-3 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (s - 10) / 100)))
+        assert float(schedule(s)) == pytest.approx(want, rel=1e-6, abs=1e-12), s
+
+
+def test_a_stopped_and_resumed_run_logs_what_the_straight_run_logs(data, tmp_path):
+    """Logging at log_every and at the last step only: a stop_after (as a kill) must not add a record, nor split the
+    restarted-codes tally, so the resumed metrics.jsonl equals the straight run's."""
+    kw = dict(steps=6, log_every=4, restart_every=2, checkpoint_every=100)
+    train(tiny_config(data, **kw), tmp_path / "straight", progress=False)
+    train(tiny_config(data, **kw), tmp_path / "split", progress=False, stop_after=3)
+    train(tiny_config(data, **kw), tmp_path / "split", progress=False, resume=True)
+    assert [r["step"] for r in records(tmp_path / "straight")] == [4, 6]
+    assert records(tmp_path / "split") == records(tmp_path / "straight")

@@ -215,11 +215,14 @@ def run_main(
     run,
     argv: list[str] | None,
     run_options: tuple[str, ...] = (),
+    check=None,
 ) -> int:
     """The body of every Gust CLI that builds a config and runs it (solvers, training): parse, build the frozen
     config (its ValueErrors become one-line errors, exit 2), join a distributed run if asked, call
     ``run(config, output_dir, ...)`` (plus the parsed ``run_options`` as keywords: settings of the execution
-    that are not part of the config) and print the output path (process 0)."""
+    that are not part of the config) and print the output path (process 0). ``check(args)``: the CLI's own
+    test of the parsed flags (e.g. a flag that the other flags make meaningless), a message or None. A flag left
+    at None (argparse default None: not given) takes the config's default."""
     from .driver import BlowUpError
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -228,12 +231,15 @@ def run_main(
         return fail(prog, "--overwrite and --resume exclude each other; pick one")
     if not str(args.output_dir).strip():
         return fail(prog, "--output_dir must not be empty")
+    if check is not None and (problem := check(args)):
+        return fail(prog, problem)
     if os.path.islink(args.output_dir) and not os.path.exists(args.output_dir):
         return fail(prog, f"--output_dir {args.output_dir} is a broken symbolic link")
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         return fail(prog, f"--output_dir {args.output_dir} exists and is not a directory")
     try:
-        cfg = config_cls(**{k: v for k, v in vars(args).items() if k in config_cls.__dataclass_fields__})
+        fields = config_cls.__dataclass_fields__
+        cfg = config_cls(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
         init_distributed(args)
         path = run(
             cfg,

@@ -73,25 +73,26 @@ def build_parser() -> OneLineArgumentParser:
         choices=les.SGS_MODELS,
         default=d.sgs,
         help="SGS closure of an LES on this grid, Δ = 2·2π/NX (default none): smag/leith (coefficient --cs), "
-        "dsmag/dleith (dynamic, Germano identity, test filter at 2Δ), gm2/gm4/gm6 (gradient models)",
+        "dsmag/dleith (dynamic, Germano identity, sharp test filter |K| < NX/4), gm2/gm4/gm6 (gradient models)",
     )
     g.add_argument(
         "--cs",
         type=float,
-        default=d.cs,
-        help=f"C_s of smag / C_l of leith: ν_e = (C_sΔ)²⟨|S|²⟩^½, (C_lΔ)³⟨|∇ω|⟩ (default {d.cs:g}, Lilly 1967)",
+        default=None,
+        help=f"C_s of smag / C_l of leith: ν_e = (C_sΔ)²⟨|S|²⟩^½, (C_lΔ)³⟨|∇ω|⟩ (default {d.cs:g}, Lilly 1967; "
+        "only with those two)",
     )
     g.add_argument(
         "--coarse_grain_to",
         type=int,
         default=d.coarse_grain_to,
         help="N_LES: store filtered fields and SGS terms (pi_omega always) coarse-grained to N_LES×N_LES "
-        "instead of the DNS fields; even, < NX (default 0 = off)",
+        "instead of the DNS fields; even, in [8, NX) (default 0 = off)",
     )
     g.add_argument(
         "--filter",
         choices=les.FILTERS,
-        default=d.filter,
+        default=None,
         help="filter of --coarse_grain_to, width Δ = 2·2π/N_LES: gaussian exp(−K²Δ²/24), box sinc(kxΔ/2)sinc(kyΔ/2), "
         "spectral |K| < π/Δ (default gaussian)",
     )
@@ -107,8 +108,17 @@ def build_parser() -> OneLineArgumentParser:
     return p
 
 
+def les_flags_apply(args) -> str | None:
+    """A coefficient or filter that the other flags leave unused is an error, not silently ignored."""
+    if args.cs is not None and args.sgs not in ("smag", "leith"):
+        return f"--cs sets the coefficient of --sgs smag or leith; --sgs {args.sgs} does not use it"
+    if args.filter is not None and not args.coarse_grain_to:
+        return "--filter is the filter of --coarse_grain_to, which is off (0); give both or neither"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main(PROG, build_parser(), Py2DConfig, run, argv, SOLVER_RUN_OPTIONS)
+    return run_main(PROG, build_parser(), Py2DConfig, run, argv, SOLVER_RUN_OPTIONS, check=les_flags_apply)
 
 
 if __name__ == "__main__":
