@@ -16,7 +16,15 @@ import jax
 import numpy as np
 import pytest
 
-from models.inference import decode_batch, denormalize, encode_batch, load_trained, normalized_batches, open_matching
+from models.inference import (
+    decode_batch,
+    denormalize,
+    encode_batch,
+    load_trained,
+    normalized_batches,
+    open_matching,
+    reconstruct_batch,
+)
 from models.models import area_downsample, load
 from models.tokenizer import (
     build_vocabulary,
@@ -159,6 +167,11 @@ def test_tokens_decode_to_exactly_the_model_reconstruction(trained, py2d_tiny_da
     assert fields.dtype == np.float32 and fields.shape == (N, 1, 16, 16)
     assert np.array_equal(fields, reference)
     assert np.std(fields) > 0
+    # and the model's own reconstruction of the same samples (one jitted encode → decode program, which XLA fuses
+    # differently: equal to float32 rounding, not bit for bit)
+    x, _ = encoded
+    own = denormalize(trained, reconstruct_batch(trained.model, x))
+    np.testing.assert_allclose(fields, own, rtol=0, atol=1e-5 * np.abs(own).max())
 
 
 def test_out_of_vocabulary_codes_are_requantised_and_counted(trained, py2d_tiny_data, vocab, encoded):
