@@ -53,6 +53,7 @@ def test_bad_input_is_one_line_exit_2(main, args, needle, capsys):
 # ---------------------------------------------------------------------------------------------------------------------
 PREVIOUS_PROFILE = "{tmp}/prof"  # holds a profile.json of an earlier run (made by the test)
 RB_CASE = "1e4:16x8:0.05"
+LES = ["--output_dir", "{tmp}/new"]  # not there: a bad setting must not make it
 TOKENIZER = ["--checkpoint", "{tmp}/model.eqx", "--config_path", "{tmp}/config.txt", "--data_path", "{tmp}/d.h5"]
 
 
@@ -116,6 +117,43 @@ def _rb_output_name() -> str:
         ("bench_dedalus_rb", ["--steps", "0"], "argument --steps: must be >= 1 (got 0)"),
         ("bench_dedalus_rb", ["--rayleigh", "nan"], "argument --rayleigh: must be a finite number > 0 (got 'nan')"),
         ("bench_dedalus_rb", ["--sizes", "15x8"], "--sizes: nx must be even >= 4 and nz >= 8 (got 15x8)"),
+        # validate_les: every setting is checked before the two runs; the folder is made only after them
+        ("validate_les", [*LES, "--NX", "16"], "--NX must be an even integer >= 32 (got 16)"),
+        ("validate_les", [*LES, "--NX", "20"], "--NX must be an even integer >= 32 (got 20)"),
+        ("validate_les", [*LES, "--NX", "33"], "--NX must be an even integer >= 32 (got 33)"),
+        ("validate_les", [*LES, "--dt", "0"], "argument --dt: must be a finite number > 0 (got '0')"),
+        ("validate_les", [*LES, "--dt", "-0.001"], "argument --dt: must be a finite number > 0 (got '-0.001')"),
+        ("validate_les", [*LES, "--every", "nan"], "argument --every: must be a finite number > 0 (got 'nan')"),
+        (
+            "validate_les",
+            [*LES, "--every", "0.004", "--dt", "0.01"],
+            "--every must be a positive multiple of --dt=0.01 (got 0.004 = 0.4 steps)",
+        ),
+        (
+            "validate_les",
+            [*LES, "--t_spinup", "0", "--t_avg", "0"],
+            "argument --t_avg: must be a finite number > 0 (got '0')",
+        ),
+        ("validate_les", [*LES, "--t_spinup", "-1"], "argument --t_spinup: must be a finite number >= 0 (got '-1')"),
+        ("validate_les", [*LES, "--t_spinup", "0.3"], "--t_spinup must be 0 or a multiple of --every=0.5 (got 0.3)"),
+        ("validate_les", [*LES, "--t_avg", "0.7"], "--t_avg must be a positive multiple of --every=0.5 (got 0.7)"),
+        ("validate_les", [*LES, "--cost_steps", "0"], "argument --cost_steps: must be >= 1 (got 0)"),
+        ("validate_les", ["--output_dir", " "], "--output_dir must not be empty"),
+        (
+            "validate_les",
+            ["--output_dir", "{tmp}/prof/profile.json/les"],
+            "cannot be made: {tmp}/prof/profile.json is not a directory",
+        ),
+        (
+            "validate_les",
+            ["--output_dir", "{tmp}/les"],
+            "les_validation.txt already exists; pass --overwrite to replace it",
+        ),
+        (  # --overwrite replaces nothing while a setting is bad
+            "validate_les",
+            ["--output_dir", "{tmp}/les", "--overwrite", "--dt", "nan"],
+            "argument --dt: must be a finite number > 0 (got 'nan')",
+        ),
     ],
 )
 def test_every_script_refuses_bad_input_before_any_work(name, args, needle, tmp_path, monkeypatch, capsys):
@@ -123,6 +161,8 @@ def test_every_script_refuses_bad_input_before_any_work(name, args, needle, tmp_
     (tmp_path / "prof" / "profile.json").write_text("{}\n")
     (tmp_path / "rb").mkdir()
     (tmp_path / "rb" / _rb_output_name()).write_text("an earlier run\n")
+    (tmp_path / "les").mkdir()
+    (tmp_path / "les" / "les_validation.txt").write_text("an earlier run\n")
     monkeypatch.chdir(tmp_path)  # anything written to a relative path would show up here too
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     main = importlib.import_module(f"benchmarks.{name}").main
@@ -132,6 +172,7 @@ def test_every_script_refuses_bad_input_before_any_work(name, args, needle, tmp_
         code = exc.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
+    needle = needle.replace("{tmp}", str(tmp_path))
     assert err.startswith(f"python -m benchmarks.{name}: error: ") and needle in err, err
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
 
@@ -169,3 +210,16 @@ def test_bench_vqvae_refuses_to_reuse_a_run_of_other_settings(
     assert exc.value.code == 2 and len(err.splitlines()) == 1, err
     assert f"{run_dir} was trained with other settings (" in err and " ch," in err and "--overwrite" in err, err
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+
+def test_validate_les_reports_only_resolved_wavenumbers():
+    """The printed shells are kept by the 2/3 rule (k <= k_max) and each appears once: at N = 32 (k_max = 10) the
+    fixed list 1, 2, 4, 8, 12, 16 plus the last five shells printed k = 16 (E = 0) and k = 8 twice."""
+    from benchmarks.validate_les import reported_wavenumbers
+    from solvers.py2d_turbulence.py2d_core import SpectralGrid
+
+    assert reported_wavenumbers(SpectralGrid(32).kmax) == [1, 2, 4, 6, 7, 8, 9, 10]
+    assert reported_wavenumbers(SpectralGrid(128).kmax) == [1, 2, 4, 8, 12, 16, 24, 32, 38, 39, 40, 41, 42]
+    for n in range(32, 4097, 2):  # every grid --NX allows, up to 4096
+        ks = reported_wavenumbers((n - 1) // 3)
+        assert ks == sorted(set(ks)) and ks[0] == 1 and ks[-1] == (n - 1) // 3, (n, ks)
