@@ -354,6 +354,8 @@ class TokenizedLoader:
     """
 
     def __init__(self, trained, data_path, vocab, batch_size, sample_start, sample_stop, fields, progress):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
         _check_vocab(trained, vocab)
         self.trained, self.data_path, self.vocab, self.batch_size = trained, data_path, vocab, batch_size
         self.sample_start, self.sample_stop, self.fields, self.progress = sample_start, sample_stop, fields, progress
@@ -520,6 +522,7 @@ def save_tokenized_data(
         raise ValueError(f"tokens must have shape (n_samples, {vocab.seq_len}) (got {tokens.shape})")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab.vocab_size):
         raise ValueError(f"tokens must lie in [0, {vocab.vocab_size})")
+    tokens_to_indices(tokens, vocab)  # each scale's positions hold that scale's range only (ValueError otherwise)
     oov = np.zeros(vocab.n_scales, np.int64) if oov_counts is None else np.asarray(oov_counts, np.int64)
     cn = np.asarray(_l2_normalize(trained.model.quantizer.codebook), np.float32)
     arrays = {
@@ -601,15 +604,23 @@ def load_tokenized_data(path: str | os.PathLike) -> TokenizedData:
         raise bad(f"indices_flat is {tokens.dtype} {tokens.shape}, expected {vocab.index_dtype()} (n, {vocab.seq_len})")
     if tokens.size and tokens.max() >= vocab.vocab_size:
         raise bad(f"indices_flat holds token {tokens.max()} >= vocab_size {vocab.vocab_size}")
+    for k, ((p, q), (start, end)) in enumerate(zip(vocab.positions, vocab.ranges, strict=True)):
+        t = tokens[:, p:q]  # each scale's positions hold only that scale's token range
+        if t.size and (t.min() < start or t.max() >= end):
+            raise bad(f"indices_flat holds scale-{k} tokens outside its range [{start}, {end})")
     cb = a["codebook"]
     if cb.ndim != 2 or cb.shape[0] != vocab.vocab_size or cb.dtype != np.float32:
         raise bad(f"codebook is {cb.dtype} {cb.shape}, expected float32 ({vocab.vocab_size}, D)")
-    if a["oov_counts"].shape != (vocab.n_scales,):
-        raise bad(f"oov_counts has shape {a['oov_counts'].shape}, expected ({vocab.n_scales},)")
+    if not np.all(np.isfinite(cb)):
+        raise bad("codebook has non-finite values")
+    if a["oov_counts"].shape != (vocab.n_scales,) or np.any(a["oov_counts"] < 0):
+        raise bad(f"oov_counts must be {vocab.n_scales} counts >= 0 (got {a['oov_counts'].tolist()})")
     try:
         prov = json.loads(str(a["provenance"]))
     except json.JSONDecodeError:
         raise bad("provenance is not JSON") from None
+    if not isinstance(prov, dict):
+        raise bad(f"provenance is JSON {type(prov).__name__}, not an object")
     return TokenizedData(
         tokens=tokens,
         vocab=vocab,

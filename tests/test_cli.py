@@ -8,6 +8,9 @@ from solvers.common.cli import os_error_text, out_of_memory_text
 def test_os_error_names_the_path_and_the_reason():
     err = PermissionError(errno.EACCES, "Permission denied", "/data/out/run.h5")
     assert os_error_text(err) == "/data/out/run.h5: Permission denied"
+    # an atomic write's rename onto the user's path: the user's path, not the temporary file
+    err = IsADirectoryError(errno.EISDIR, "Is a directory", "/data/.out.npz.x1.tmp", None, "/data/out.npz")
+    assert os_error_text(err) == "/data/out.npz: Is a directory"
 
 
 def test_h5py_open_failure_is_reduced_to_path_and_reason():

@@ -144,6 +144,9 @@ def test_ic_file_continues_from_the_saved_state(tmp_path):
     assert s2["time"][0] == 0.0
     code, _ = cli(tmp_path, "--ic_file", str(first), "--nx", "32", out="third")
     assert code == 2
+    # the same grid points in a box of another width: the state's wavenumbers would be reinterpreted (was accepted)
+    code, _ = cli(tmp_path, "--ic_file", str(first), "--aspect", "2", out="fourth")
+    assert code == 2 and not (tmp_path / "fourth").exists()
 
 
 ADAPTIVE = ["--rayleigh", "1e5", "--nx", "32", "--nz", "13", "--dt", "0.02", "--max_dt", "0.1", "--t_total", "6",
@@ -273,3 +276,29 @@ def test_four_simulated_devices_give_the_single_device_result(tmp_path):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
     np.testing.assert_array_equal(sa["trajectory"], sb["trajectory"])
     np.testing.assert_allclose(da["nusselt_volume"], db["nusselt_volume"], rtol=1e-6)
+
+
+def test_adaptive_dt_reaches_max_dt_whatever_the_rows_per_frame(tmp_path):
+    """Every step count adaptive dt picks is a multiple of the diagnostics rows per frame, so dt ≤ save_interval/rows.
+    The automatic rows used to be 25 for 25 steps per frame (dt 0.01, save interval 0.25): dt never grew above its
+    start, whatever --max_dt said. Now at most save_interval/max_dt rows (5 here), and dt reaches max_dt."""
+    args = ["--rayleigh", "1e4", "--nx", "16", "--nz", "9", "--dt", "0.01", "--max_dt", "0.05",
+            "--save_interval", "0.25", "--t_total", "3", "--ic_amplitude", "0.01", "--no_progress"]  # fmt: skip
+    assert run_solver.main(["--output_dir", str(tmp_path), *args]) == 0
+    path = next(tmp_path.glob("*.h5"))
+    with hdf5_utils.open_dataset(path) as f:
+        dt = f.diagnostics()["dt"][:, 0]
+    assert len(dt) == 12 * 5  # 12 frames after frame 0, 5 rows each
+    assert dt[0] == pytest.approx(0.01) and dt.max() == pytest.approx(0.05)
+
+
+def test_a_fixed_dt_spin_up_past_the_cfl_limit_stops_instead_of_writing_frame_0(tmp_path, capsys):
+    """The spin-up saves no diagnostics: a fixed-dt run whose CFL number ran away in it wrote a frame 0 of |b| ~ 4e20
+    as a good frame. The state after the spin-up is now checked as every frame is."""
+    args = ["--rayleigh", "1e6", "--nx", "32", "--nz", "16", "--dt", "0.1", "--save_interval", "0.5", "--spinup_time",
+            "5", "--t_total", "5", "--ic_amplitude", "1", "--no_progress"]  # fmt: skip
+    assert run_solver.main(["--output_dir", str(tmp_path), *args]) == 3
+    err = capsys.readouterr().err
+    assert "above the limit 1 at the end of the spin-up" in err, err
+    with hdf5_utils.open_dataset(next(tmp_path.glob("*.h5"))) as f:
+        assert f.n_samples == 0 and not f.complete

@@ -7,6 +7,7 @@ jitted (the tokenizer's own functions and ``models.inference``'s batch functions
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -365,6 +366,10 @@ def test_bad_input_is_one_line_exit_2(case, run_dir, py2d_tiny_data, tmp_path, c
 def test_save_tokenized_data_validates_and_is_atomic(trained, vocab, tmp_path):
     out = tmp_path / "t.npz"
     tokens = np.zeros((2, vocab.seq_len), np.int64)
+    for (p, q), (start, _) in zip(vocab.positions, vocab.ranges, strict=True):
+        tokens[:, p:q] = start  # each scale's first token
+    with pytest.raises(ValueError, match="tokens must lie in"):  # a token of another scale's range
+        save_tokenized_data(out, np.roll(tokens, 1, axis=1), vocab, trained, {})
     save_tokenized_data(out, tokens, vocab, trained, {"checkpoint_sha256": "x"})
     assert load_tokenized_data(out).tokens.dtype == np.uint8
     with pytest.raises(FileExistsError):
@@ -435,3 +440,29 @@ def test_data_on_another_grid_of_the_same_shape_is_refused(run_dir, trained, tmp
     err = capsys.readouterr().err
     assert code == 2 and "another grid (lengths y 8, x 8, or other coordinates)" in err, err
     assert "(lengths y 6.28319, x 6.28319)" in err
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a, v: a["indices_flat"].__setitem__((0, v.positions[-1][0]), v.ranges[0][0]), "scale-"),
+        (lambda a, v: a["oov_counts"].__setitem__(0, -1), "oov_counts must be"),
+        (lambda a, v: a["codebook"].__setitem__((0, 0), np.nan), "codebook has non-finite values"),
+        (lambda a, v: a.__setitem__("provenance", np.array("[1, 2]")), "provenance is JSON list, not an object"),
+    ],
+    ids=["token_of_another_scale", "negative_oov", "nan_codebook", "provenance_list"],
+)
+def test_load_refuses_an_inconsistent_tokens_file(trained, vocab, tmp_path, change, message):
+    """Each of these loaded before (and a list provenance crashed --vocab_from with an AttributeError)."""
+    tokens = np.zeros((2, vocab.seq_len), np.int64)
+    for (p, q), (start, _) in zip(vocab.positions, vocab.ranges, strict=True):
+        tokens[:, p:q] = start
+    good = tmp_path / "good.npz"
+    save_tokenized_data(good, tokens, vocab, trained, {"checkpoint_sha256": "x"})
+    with np.load(good) as z:
+        arrays = {k: np.array(z[k]) for k in z.files}
+    change(arrays, vocab)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_tokenized_data(bad)

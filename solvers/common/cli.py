@@ -184,8 +184,9 @@ def check_seed(seed: int) -> None:
 
 def os_error_text(err: OSError) -> str:
     """One line for a file-system error on the user's paths (unwritable folder, a folder where a file should be)."""
-    if err.filename is not None:
-        return f"{err.filename}: {err.strerror or type(err).__name__}"
+    if err.filename is not None:  # a rename (atomic writes) names the target second: that is the user's path
+        name = err.filename2 if getattr(err, "filename2", None) is not None else err.filename
+        return f"{name}: {err.strerror or type(err).__name__}"
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     h5 = re.search(r"name = '([^']*)'.*error message = '([^']*)'", text)  # h5py's wording of a failed open
     return f"{h5[1]}: {h5[2]}" if h5 else text

@@ -190,6 +190,7 @@ class Simulation(Protocol):
     def state_arrays(self, host_state) -> dict[str, np.ndarray]: ...  # what write_state stores
     def state_from_arrays(self, arrays: dict[str, np.ndarray]) -> Any: ...  # host pytree, inverse of the above
     def check_chunk(self, diags: np.ndarray, finite: np.ndarray) -> str | None: ...  # why to stop, or None
+    # optional: check_state(state) -> str | None, why to stop after the spin-up (which saves no diagnostics)
     def retry(self, diags: np.ndarray, finite: np.ndarray) -> str | None: ...  # after a failed check: redo the
     # chunk from its start state (the solver has chosen a smaller dt; returns a note saying so) or None: stop
     def new_writer(self, path: Path, overwrite: bool, argv) -> hdf5_utils.GustWriter: ...
@@ -509,6 +510,8 @@ def run(
                     state = _spin_up(sim, state, progress)
                     if not np.all([np.isfinite(a).all() for a in jax.tree.leaves(gather(state))]):
                         _stop(writer, f"blow-up during the spin-up (t < {cfg.spinup_time:g}); reduce --dt")
+                    if problem := getattr(sim, "check_state", lambda s: None)(state):
+                        _stop(writer, f"t = {cfg.spinup_time:g}: {problem}")
                 fields = gather(sim.frame(state))
                 if not storable(fields, cfg.n_trajectories).all():
                     _stop(writer, f"t = {cfg.spinup_time:g}: frame 0 is not finite once stored as float32")

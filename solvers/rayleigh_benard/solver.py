@@ -135,6 +135,16 @@ class RBConfig(driver.TimeGrid):
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    @property
+    def diag_interval_steps(self) -> int:
+        """Steps between diagnostics rows. Adaptive dt keeps the rows per frame fixed (the file's layout), so every
+        step count it picks is a multiple of them and dt ≤ save_interval / rows: automatic rows are then at most
+        save_interval / max_dt (and 10), or max_dt could never be reached."""
+        if self.diag_every or not self.max_dt:
+            return super().diag_interval_steps
+        cap = max(1, min(10, math.floor(self.save_interval / self.max_dt + 1e-9)))
+        return self.save_every // driver.largest_divisor_at_most(self.save_every, cap)
+
     def output_name(self) -> str:
         num = driver.name_number
         start = f"from-{driver.name_stem(self.ic_file)}" if self.ic_file else f"seed{self.seed}"
@@ -191,10 +201,26 @@ class Simulation:
         states = jax.vmap(lambda k: rb.perturbed_state(self.model, k, cfg.ic_amplitude))(keys)
         return driver.place(driver.gather(states), self.sharding)
 
+    def max_cfl(self, state) -> float:
+        """The largest CFL number of the ensemble's state (at the nominal dt)."""
+        return float(jnp.max(jax.vmap(lambda s: self.model.diagnostics(s)["cfl"])(state)))
+
+    def check_state(self, state) -> str | None:
+        """After a fixed-dt spin-up (which saves no diagnostics rows): why to stop, as :meth:`check_chunk` would. An
+        adaptive spin-up checks and redoes each interval itself (:func:`make_simulation`'s ``advance``)."""
+        if self.cfg.max_dt:
+            return None
+        cfl = self.max_cfl(state)
+        if not cfl <= rb.CFL_LIMIT:
+            return (
+                f"CFL {cfl:.3g} above the limit {rb.CFL_LIMIT:g} at the end of the spin-up; reduce --dt or use --max_dt"
+            )
+        return None
+
     def check_initial(self, state) -> str:
         """ValueError if the initial CFL number (non-zero when starting from --ic_file) exceeds the limit."""
         cfg = self.cfg
-        cfl = float(jnp.max(jax.vmap(lambda s: self.model.diagnostics(s)["cfl"])(state)))
+        cfl = self.max_cfl(state)
         if not math.isfinite(cfl):
             raise ValueError(f"the initial state is not finite (CFL {cfl}); check --ic_file and --ic_amplitude")
         if cfl > rb.CFL_LIMIT:
@@ -286,6 +312,11 @@ def saved_state(cfg: RBConfig) -> rb.RBState:
             raise ValueError(
                 f"--ic_file {str(path)!r} holds {stored['n_trajectories']} trajectories at "
                 f"{stored['nx']}x{stored['nz']}; this run needs {cfg.n_trajectories} at {cfg.nx}x{cfg.nz}"
+            )
+        if stored.get("aspect", 4.0) != cfg.aspect:  # the spectral state is per wavenumber 2πk/Lx: Lx must match
+            raise ValueError(
+                f"--ic_file {str(path)!r} is a box of aspect {stored.get('aspect', 4.0):g}; this run has --aspect "
+                f"{cfg.aspect:g} (they must be equal)"
             )
         a, _, _ = f.read_state()
     real, cplx = np.dtype(cfg.dtype), np.dtype(np.complex128 if cfg.precision == "float64" else np.complex64)
