@@ -33,14 +33,11 @@ import numpy as np
 
 from solvers.common.atomic import atomic_text, atomic_write
 from solvers.common.cli import (
-    EXIT_RUN_FAILED,
     OneLineArgumentParser,
-    fail,
     nonnegative_float,
-    os_error_text,
-    out_of_memory_text,
     positive_float,
     positive_int,
+    report,
 )
 from solvers.common.driver import BlowUpError, as_steps
 from solvers.common.hdf5_utils import provenance
@@ -207,16 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         return validate(args, n, per, n_spin, n_avg, out, argv)
-    except BlowUpError as err:
-        return fail(PROG, str(err), EXIT_RUN_FAILED)
-    except (ValueError, FileExistsError) as err:
-        return fail(PROG, str(err))
-    except OSError as err:
-        return fail(PROG, os_error_text(err))
-    except (RuntimeError, MemoryError) as err:
-        if (oom := out_of_memory_text(err)) is None:
-            raise
-        return fail(PROG, oom)
+    except BaseException as err:
+        return report(PROG, err)
 
 
 def validate(args, n: int, per: int, n_spin: int, n_avg: int, out: Path, argv) -> int:

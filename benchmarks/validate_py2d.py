@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from solvers.common.cli import OneLineArgumentParser, fail, os_error_text, positive_float
+from solvers.common.cli import OneLineArgumentParser, positive_float, report
 from solvers.common.hdf5_utils import open_dataset
 from solvers.py2d_turbulence import py2d_core as core
 from solvers.py2d_turbulence.schemes import SCHEMES
@@ -141,10 +141,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         path = run(cfg, args.output_dir, overwrite=args.overwrite, progress=True, argv=sys.argv)
-    except (ValueError, FileExistsError) as err:
-        return fail(PROG, str(err))
-    except OSError as err:
-        return fail(PROG, os_error_text(err))
+    except BaseException as err:
+        return report(PROG, err)
     print(f"    {path} written in {time.perf_counter() - t0:.0f} s")
     t_from = min(30.0, args.t_end / 2)
     with jax.enable_x64(True):

@@ -24,10 +24,9 @@ import numpy as np
 from solvers.common import hdf5_utils
 from solvers.common.cli import (
     OneLineArgumentParser,
-    fail,
     nonnegative_float,
-    os_error_text,
     positive_float,
+    report,
 )
 from solvers.rayleigh_benard.solver import NUSSELT, RBConfig, run
 
@@ -130,10 +129,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             path = run(cfg, args.output_dir, overwrite=args.overwrite, progress=False, log=lambda s: None)
-        except (ValueError, FileExistsError) as err:
-            return fail(PROG, str(err))
-        except OSError as err:
-            return fail(PROG, os_error_text(err))
+        except BaseException as err:
+            return report(PROG, err)
         wall = time.perf_counter() - t0
         with hdf5_utils.open_dataset(path) as f:
             d = f.diagnostics()

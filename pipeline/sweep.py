@@ -96,14 +96,7 @@ import numpy as np
 
 from solvers.common import hdf5_utils
 from solvers.common.atomic import atomic_text, file_sha256
-from solvers.common.cli import (
-    EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_RUN_FAILED,
-    OneLineArgumentParser,
-    fail,
-    os_error_text,
-)
+from solvers.common.cli import EXIT_RUN_FAILED, OneLineArgumentParser, report
 
 __all__ = [
     "SOLVERS",
@@ -833,12 +826,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 argv=[*PROG.split(), *argv],
             )
             problems, summary = validate(path)
-    except (ValueError, FileExistsError) as e:
-        return fail(PROG, str(e), EXIT_BAD_INPUT)
-    except OSError as e:
-        return fail(PROG, os_error_text(e), EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        return fail(PROG, "interrupted; the manifest keeps every finished point: rerun to continue", EXIT_INTERRUPTED)
+    except BaseException as err:
+        return report(PROG, err, "interrupted; the manifest keeps every finished point: rerun to continue")
     for problem in problems:
         print(problem)
     print(summary)

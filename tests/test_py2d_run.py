@@ -255,24 +255,29 @@ def test_existing_output_is_refused_then_overwritten_on_request(tmp_path, capsys
     assert hdf5_utils.validate(path) == []
 
 
-def test_blow_up_stops_keeps_good_frames_and_exits_nonzero(tmp_path, monkeypatch, capsys):
+def sabotaged_chunk(call, change):
+    """A make_simulation whose ``call``-th chunk returns ``change(state, fields, diags, finite)`` instead."""
     real = solver.make_simulation
 
-    def sabotaged(cfg):
+    def make(cfg):
         sim = real(cfg)
         calls = {"n": 0}
 
         def chunk(state):
             calls["n"] += 1
-            new, fields, diags, finite = sim.chunk(state)
-            if calls["n"] == 3:
-                new = new._replace(omega_hat=new.omega_hat * jnp.nan)
-                finite = finite & False
-            return new, fields, diags, finite
+            out = sim.chunk(state)
+            return change(*out) if calls["n"] == call else out
 
         return dataclasses.replace(sim, chunk=chunk)
 
-    monkeypatch.setattr(solver, "make_simulation", sabotaged)
+    return make
+
+
+def test_blow_up_stops_keeps_good_frames_and_exits_nonzero(tmp_path, monkeypatch, capsys):
+    def nan_state(new, fields, diags, finite):
+        return new._replace(omega_hat=new.omega_hat * jnp.nan), fields, diags, finite & False
+
+    monkeypatch.setattr(solver, "make_simulation", sabotaged_chunk(3, nan_state))
     code, path = cli(tmp_path)
     err = capsys.readouterr().err
     assert code == 3 and "blow-up" in err
@@ -408,22 +413,11 @@ def test_spinup_is_simulated_but_not_saved(tmp_path):
 def test_fields_that_overflow_float32_count_as_a_blow_up(tmp_path, monkeypatch, capsys):
     """A float64 state of |ω| ~ 1e147 is finite, but its float32 output fields are inf: such a frame is a blow-up,
     not a good frame (it used to be committed, and the file failed validation)."""
-    real = solver.make_simulation
 
-    def overflowing(cfg):
-        sim = real(cfg)
-        calls = {"n": 0}
+    def overflowing(new, fields, diags, finite):  # the state stays finite; only the stored fields overflow
+        return new, {k: v.at[:, 0, 0].set(jnp.inf) for k, v in fields.items()}, diags, finite
 
-        def chunk(state):
-            calls["n"] += 1
-            new, fields, diags, finite = sim.chunk(state)
-            if calls["n"] == 3:  # the state stays finite; only the stored fields overflow
-                fields = {k: v.at[:, 0, 0].set(jnp.inf) for k, v in fields.items()}
-            return new, fields, diags, finite
-
-        return dataclasses.replace(sim, chunk=chunk)
-
-    monkeypatch.setattr(solver, "make_simulation", overflowing)
+    monkeypatch.setattr(solver, "make_simulation", sabotaged_chunk(3, overflowing))
     code, path = cli(tmp_path)
     err = capsys.readouterr().err
     assert code == 3 and "t = 0.15: blow-up" in err and "stored as float32" in err, err

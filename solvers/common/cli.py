@@ -37,26 +37,24 @@ def comma_list(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _integer(text: str, minimum: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer (got {text!r})") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {v})")
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum} (got {v})")
     return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0 (seeds, offsets)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer (got {text!r})") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (got {v})")
-    return v
+    return _integer(text, 0)
 
 
 def _number(text: str, ok, rule: str) -> float:
@@ -209,6 +207,25 @@ def out_of_memory_text(err: Exception) -> str | None:
     )
 
 
+def report(prog: str, err: BaseException, interrupted: str | None = None) -> int:
+    """The one-line report and exit code of an error that a CLI's work raised: bad input (ValueError,
+    FileExistsError, OSError, an allocation XLA or numpy could not make) 2, a blow-up 3, Ctrl-C 130 (with the
+    ``interrupted`` message, where the CLI keeps its work); anything else is re-raised (a bug: its traceback)."""
+    from .driver import BlowUpError
+
+    if isinstance(err, BlowUpError):  # a RuntimeError: before the allocation check
+        return fail(prog, str(err), EXIT_RUN_FAILED)
+    if isinstance(err, ValueError | FileExistsError):
+        return fail(prog, str(err))
+    if isinstance(err, OSError):
+        return fail(prog, os_error_text(err))
+    if isinstance(err, KeyboardInterrupt) and interrupted:
+        return fail(prog, interrupted, EXIT_INTERRUPTED)
+    if isinstance(err, RuntimeError | MemoryError) and (text := out_of_memory_text(err)) is not None:
+        return fail(prog, text)
+    raise err
+
+
 def run_main(
     prog: str,
     parser: argparse.ArgumentParser,
@@ -224,8 +241,6 @@ def run_main(
     that are not part of the config) and print the output path (process 0). ``check(args)``: the CLI's own
     test of the parsed flags (e.g. a flag that the other flags make meaningless), a message or None. A flag left
     at None (argparse default None: not given) takes the config's default."""
-    from .driver import BlowUpError
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.overwrite and args.resume:
@@ -251,18 +266,8 @@ def run_main(
             argv=[*prog.split(), *argv],
             **{name: getattr(args, name) for name in run_options},
         )
-    except (ValueError, FileExistsError) as e:
-        return fail(prog, str(e))
-    except OSError as e:
-        return fail(prog, os_error_text(e))
-    except BlowUpError as e:
-        return fail(prog, str(e), EXIT_RUN_FAILED)
-    except KeyboardInterrupt:
-        return fail(prog, "interrupted; what was committed is kept: rerun with --resume to continue", EXIT_INTERRUPTED)
-    except (RuntimeError, MemoryError) as e:  # jax.errors.JaxRuntimeError is one (BlowUpError too: caught above)
-        if (text := out_of_memory_text(e)) is None:
-            raise
-        return fail(prog, text)
+    except BaseException as err:
+        return report(prog, err, "interrupted; what was committed is kept: rerun with --resume to continue")
     import jax
 
     if jax.process_index() == 0:
@@ -273,20 +278,14 @@ def run_main(
 def tool_main(prog: str, parser: argparse.ArgumentParser, body, argv: list[str] | None) -> int:
     """The body of a CLI that is not a run (tokenizer, analysis): parse, ``text = body(args, argv)``, print it.
 
-    ``ValueError`` / ``FileExistsError`` from ``body`` are bad input: a one-line error and exit code 2.
+    Errors from ``body`` are reported by :func:`report` (bad input: a one-line error and exit code 2).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
         text = body(args, argv)
-    except (ValueError, FileExistsError) as err:
-        return fail(prog, str(err))
-    except OSError as err:
-        return fail(prog, os_error_text(err))
-    except (RuntimeError, MemoryError) as err:
-        if (oom := out_of_memory_text(err)) is None:
-            raise
-        return fail(prog, oom)
+    except BaseException as err:
+        return report(prog, err)
     print(text)
     return 0
 
