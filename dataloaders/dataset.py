@@ -143,13 +143,7 @@ class GustDataset:
                     raise ValueError(f"field {field!r} not in {name}; available: {', '.join(gf.fields)}")
             if tuple(gf.shape) != self.shape:
                 raise ValueError(f"{name} has grid shape {tuple(gf.shape)} but {first.path.name} has {self.shape}")
-            g, g0 = gf.grid, self.grid
-            same_grid = (
-                (g.bc_x, g.bc_y, g.vertical_name) == (g0.bc_x, g0.bc_y, g0.vertical_name)
-                and np.array_equal(g.x, g0.x)
-                and np.array_equal(g.y, g0.y)
-            )
-            if not same_grid:
+            if gf.grid.fingerprint() != self.grid.fingerprint():  # coordinates and boundaries
                 raise ValueError(f"{name} has another grid (coordinates or boundaries) than {first.path.name}")
             if not gf.complete:
                 warnings.warn(

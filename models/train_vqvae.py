@@ -582,7 +582,8 @@ def train(
             ckpt_info = e
         if not isinstance(ckpt_info, dict) or not {"file", "step", "loader"} <= ckpt_info.keys():
             raise ValueError(f"--resume: {out / CKPT_POINTER} is not a checkpoint record; use --overwrite to restart")
-        saved = read_settings((out / CONFIG_FILE).read_text(), str(out / CONFIG_FILE))
+        saved_text = (out / CONFIG_FILE).read_text()
+        saved = read_settings(saved_text, str(out / CONFIG_FILE))
         for k, v in config.to_dict().items():
             if k in _RESUME_FREE or k in _MODEL_KEYS:  # the model keys are compared once the model config is known
                 continue
@@ -600,7 +601,7 @@ def train(
         height, width = train_ds.shape
         mconfig = model_config(config, height, width, gf.grid.bc_y, gf.grid.bc_x)
         if ckpt_info is not None:
-            saved_model = VQVAEConfig.from_text((out / CONFIG_FILE).read_text(), ignore_unknown=True)
+            saved_model = VQVAEConfig.from_text(saved_text, ignore_unknown=True)
             # a run made before a model setting without a flag existed goes on as it was built
             mconfig = dataclasses.replace(mconfig, **{k: getattr(saved_model, k) for k in LEGACY_VALUES})
             if saved_model != mconfig:
@@ -613,7 +614,6 @@ def train(
             raise ValueError(f"--batch_size={config.batch_size} exceeds the {len(train_ds)} training samples")
         stats = _stats_or_fail(train_ds, "training range")
         if ckpt_info is not None:  # the same path may now hold other data: the normalisation would change under it
-            saved = read_settings((out / CONFIG_FILE).read_text(), str(out / CONFIG_FILE))
             was = (saved.get("norm_mean"), saved.get("norm_std"))
             if None not in was and not np.allclose(np.array(was, float), [stats.mean, stats.std], rtol=1e-9, atol=0):
                 raise ValueError(
