@@ -593,6 +593,7 @@ class MultiScaleVQVAE(eqx.Module):
     quantizer: MultiScaleQuantizer
     decoder: Decoder
     input_shape: tuple[int, int, int] = eqx.field(static=True)
+    bc: tuple[str, str] = eqx.field(static=True)  # (vertical axis, x axis), each "periodic" or "wall"
 
     def __init__(self, config: VQVAEConfig, *, key: PRNGKeyArray):
         ke, kq, kd = jax.random.split(key, 3)
@@ -614,6 +615,7 @@ class MultiScaleVQVAE(eqx.Module):
         )
         self.decoder = Decoder(c.in_channels, c.embed_dim, c.ch, c.ch_mult, c.num_res_blocks, c.num_groups, bc, key=kd)
         self.input_shape = (c.in_channels, c.height, c.width)
+        self.bc = bc
 
     def _check(self, x) -> None:
         if tuple(x.shape) != self.input_shape:

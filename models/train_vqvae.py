@@ -238,6 +238,11 @@ def model_config(config: TrainConfig, height: int, width: int, bc_y: str, bc_x: 
             f"image size {height}x{width} is not divisible by the downsampling factor {f} = 2**(len(ch_mult) - 1) "
             f"of --ch_mult {','.join(map(str, config.ch_mult))}"
         )
+    if config.spectral_weight > 0 and "periodic" not in (bc_y, bc_x):
+        raise ValueError(
+            f"--spectral_weight={config.spectral_weight:g} needs a periodic axis; the data's boundary conditions are "
+            f"y: {bc_y}, x: {bc_x} (use --spectral_weight 0)"
+        )
     scales = config.scales if config.scales is not None else default_scales((height // f, width // f))
     kwargs = {k: getattr(config, k) for k in _MODEL_KEYS if k != "scales"}
     try:
@@ -285,11 +290,27 @@ def make_optimizer(config: TrainConfig, params) -> optax.GradientTransformation:
     )
 
 
-def log_spectral_loss(recon: jax.Array, target: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """Mean squared log ratio of the batch-averaged ``rfft2`` power spectra of each channel, (B, C, H, W) inputs."""
-    p_r = jnp.mean(jnp.abs(jnp.fft.rfft2(recon)) ** 2, axis=0)
-    p_t = jnp.mean(jnp.abs(jnp.fft.rfft2(target)) ** 2, axis=0)
-    floor = eps * jnp.mean(p_t, axis=(-2, -1), keepdims=True) + eps
+def log_spectral_loss(
+    recon: jax.Array, target: jax.Array, bc: tuple[str, str] = ("periodic", "periodic"), eps: float = 1e-8
+) -> jax.Array:
+    """Mean squared log ratio of the batch-averaged power spectra of each channel, (B, C, H, W) inputs.
+
+    ``bc`` (vertical axis, x axis) picks the transform: the Fourier transform runs over the periodic axes only
+    (``rfft2`` when both are). Along a wall axis the field is not periodic (e.g. Rayleigh–Bénard's temperature jumps
+    from 1 to 0 between the walls), so a transform there would mostly measure the wall jump's leakage; instead the
+    power of each row's transform is averaged over that axis, the height-averaged 1D spectrum of
+    ``analyze_reconstruction``'s wall convention (unweighted mean over rows). ``eps`` sets a floor per channel,
+    eps × (mean target power) + eps, that keeps empty modes from dominating the log.
+    """
+    fft_axes = tuple(a for a, b in zip((-2, -1), bc, strict=True) if b == "periodic")
+    if not fft_axes:
+        raise ValueError(f"log_spectral_loss needs a periodic axis (boundary conditions {bc})")
+    p_r = jnp.mean(jnp.abs(jnp.fft.rfftn(recon, axes=fft_axes)) ** 2, axis=0)  # (C, H', W')
+    p_t = jnp.mean(jnp.abs(jnp.fft.rfftn(target, axes=fft_axes)) ** 2, axis=0)
+    wall_axes = tuple(a for a, b in zip((-2, -1), bc, strict=True) if b != "periodic")
+    if wall_axes:
+        p_r, p_t = jnp.mean(p_r, axis=wall_axes), jnp.mean(p_t, axis=wall_axes)
+    floor = eps * jnp.mean(p_t, axis=tuple(range(1, p_t.ndim)), keepdims=True) + eps
     return jnp.mean(jnp.log((p_r + floor) / (p_t + floor)) ** 2)
 
 
@@ -322,7 +343,7 @@ def loss_fn(
     metrics = {"mse": mse, "vq_loss": vq, "commit_loss": jnp.mean(aux["commit_loss"])}
     metrics["codebook_loss"] = jnp.mean(aux["codebook_loss"])
     if spectral_weight > 0:
-        spec = log_spectral_loss(recon, batch)
+        spec = log_spectral_loss(recon, batch, model.bc)
         metrics["spectral_loss"] = spec
         loss = loss + spectral_weight * spec
     n_scales = aux["prefix_latents"].shape[1]
@@ -361,7 +382,10 @@ def make_train_step(
     being taken (1-based). After the update, when ``restart_every`` divides ``step``, every code unused since the last
     restart is replaced by a random encoder output of this batch (:func:`models.models.restart_dead_codes`, key
     ``fold_in(PRNGKey(seed), step)``: a pure function of seed and step, so a resumed run draws the same numbers) and
-    ``counts`` is reset; ``metrics["restarted"]`` is the number of codes replaced (0 on other steps).
+    ``counts`` is reset; ``metrics["restarted"]`` is the number of codes replaced (0 on other steps). The optimiser
+    state of a restarted row is kept on purpose: its first moment has decayed to ~0 while the code got no gradient,
+    and its second moment (older gradient scales) only makes the new code's first steps cautious, whereas zeroing it
+    without a per-row bias correction would make them up to ~6.6× larger than Adam's usual step (β = 0.9, 0.999).
     The prefix-loss draws (``prefix_weight`` > 0, see :func:`loss_fn`) use ``fold_in(fold_in(PRNGKey(seed), step), 1)``.
     ``compute_dtype`` is the encoder's and decoder's arithmetic in the loss (see :func:`loss_fn`); the restart's
     encoder outputs are float32. ``on_trace`` is called each time JAX traces the step (tests use it to check the step

@@ -402,7 +402,7 @@ def test_state_double_buffered(tmp_path):
 
 def test_resume_and_finalize(tmp_path):
     path = tmp_path / "run.h5"
-    w = new_writer(path)
+    w = new_writer(path, n_diag=0)
     write_chunk(w, 0, 3)
     w.write_state(state_for(3), step=3, time=0.3)
     w.commit()
@@ -427,7 +427,7 @@ def test_resume_and_finalize(tmp_path):
 
 def test_state_saved_less_often_than_commits_rewinds_on_resume(tmp_path):
     path = tmp_path / "run.h5"
-    w = new_writer(path)
+    w = new_writer(path, n_diag=2)
     write_chunk(w, 0, 2)
     w.write_diagnostics([0.0], {"energy": np.ones((1, 2)), "enstrophy": np.ones((1, 2))})
     w.write_state(state_for(2), step=10, time=0.5)
@@ -455,10 +455,15 @@ def test_state_saved_less_often_than_commits_rewinds_on_resume(tmp_path):
     write_chunk(w, 2, 4)
     w.write_state(state_for(6), step=30, time=1.5)
     w.commit()
+    with pytest.raises(ValueError, match=r"with 1/2 diagnostics rows committed"):
+        w.finalize()  # a complete file has every planned diagnostics row
+    w.write_diagnostics([1.0], {"energy": np.ones((1, 2)), "enstrophy": np.ones((1, 2))})
+    w.write_state(state_for(6), step=30, time=1.5)
+    w.commit()
     w.finalize()
     assert validate(path) == []
     with open_dataset(path) as g:
-        assert g.state_counts == (6, 1)
+        assert g.state_counts == (6, 2)
         np.testing.assert_array_equal(g.read("u"), all_frames(6))
 
 
@@ -485,7 +490,7 @@ def test_format_1_0_file_without_state_counts_reads_them_from_progress(tmp_path)
 def test_field_stats_match_numpy(tmp_path, monkeypatch):
     monkeypatch.setattr(hu, "_BLOCK_BYTES", 2 * H * W * 4)  # force several blocks
     path = tmp_path / "run.h5"
-    w = new_writer(path, n_samples=5, n_trajectories=1)
+    w = new_writer(path, n_samples=5, n_trajectories=1, n_diag=0)
     rng = np.random.default_rng(0)
     data = (3.0 + 2.0 * rng.standard_normal((5, H, W))).astype(np.float32)
     w.write_samples({"u": data, "v": data**2}, time=np.arange(5.0), trajectory=np.zeros(5, int), step=np.arange(5))
@@ -563,7 +568,7 @@ def test_read_into_reads_any_order_straight_into_caller_buffers(tmp_path):
 
 def test_validate_catches_nan_and_constant_frames(tmp_path):
     path = tmp_path / "run.h5"
-    w = new_writer(path, n_samples=4, n_trajectories=1)
+    w = new_writer(path, n_samples=4, n_trajectories=1, n_diag=0)
     frames = all_frames(4)
     frames_v = frames.copy()
     frames[1, 2, 3] = np.nan
@@ -580,7 +585,7 @@ def test_validate_catches_nan_and_constant_frames(tmp_path):
 
 def test_validate_catches_time_going_backwards(tmp_path):
     path = tmp_path / "run.h5"
-    w = new_writer(path, n_samples=4)
+    w = new_writer(path, n_samples=4, n_diag=0)
     frames = all_frames(4)
     # trajectory 0: t = 0, 1 (fine); trajectory 1: t = 2, 0.5 (backwards)
     w.write_samples({"u": frames, "v": frames}, time=[0, 2, 1, 0.5], trajectory=[0, 1, 0, 1], step=[0, 0, 1, 1])
@@ -591,6 +596,18 @@ def test_validate_catches_time_going_backwards(tmp_path):
 
 def test_validate_complete_file_is_clean(tmp_path):
     assert validate(write_complete(tmp_path / "run.h5")) == []
+
+
+def test_a_complete_file_needs_every_planned_diagnostics_row(tmp_path):
+    path = write_complete(tmp_path / "run.h5")
+    with h5py.File(path, "r+") as f:
+        f["progress"][1] = 3  # the last of the 4 planned rows lost, the file still marked complete
+        f["state/slot1/counts"][1] = 3  # (and the latest state saved with them)
+    assert validate(path) == ["marked complete but only 3/4 diagnostics rows written"]
+    w = new_writer(tmp_path / "other.h5", n_samples=1, n_diag=0)
+    with pytest.raises(TypeError, match="stop_reason must be a string"):
+        w.finalize(complete=False, stop_reason=None)
+    w.close()
 
 
 # --------------------------------------------------------------------------------------------------

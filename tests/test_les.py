@@ -181,6 +181,68 @@ def test_dynamic_coefficient_limits_and_invariances(grid, kind):
     assert float(closure.coefficient_of(rotated)) == pytest.approx(c, rel=1e-10)
 
 
+def _germano_reference(omega, delta, kind):
+    """c and ν_e of the dynamic procedure written out in numpy from the physics, independently of ``les``: full
+    complex FFTs, velocities u = ψ_y, v = −ψ_x (∇²ψ = −ω), the advection u ω_x + v ω_y formed exactly on a 2N grid
+    and 2/3-truncated (the solver's dealiasing), |S| = (2 S_ij S_ij)^½ from the velocity gradients (not the
+    ψ-form the module uses), the test filter a sharp cut-off |K| < N/4. Germano (1991): the resolved stress
+    L = (u·∇ω)‾^ − û·∇ω̂ should equal c M, M = Δ^p (|D̄|∇²ω̄)^ − (2Δ)^p |D̂|∇²ω̂, because the eddy-viscosity model
+    Π ≈ −c Δ^p |D| ∇²ω is applied at both filter levels; least squares with clipping (Lilly 1992, as py2d)."""
+    n = omega.shape[0]
+    k = np.fft.fftfreq(n, 1.0 / n)
+    ky, kx = np.meshgrid(k, k, indexing="ij")
+    ksq = kx**2 + ky**2
+    dealias = (3 * np.abs(kx) < n) & (3 * np.abs(ky) < n)
+    test = ksq < (n / 4) ** 2
+    fine = np.ix_(k.astype(int) % (2 * n), k.astype(int) % (2 * n))
+
+    def d(f_hat, ax, ay, size=n):  # ∂_x^ax ∂_y^ay f in physical space, on the N grid or the 2N grid
+        g = (1j * kx) ** ax * (1j * ky) ** ay * f_hat
+        if size == 2 * n:
+            big = np.zeros((2 * n, 2 * n), complex)
+            big[fine] = 4.0 * g
+            g = big
+        return np.real(np.fft.ifft2(g))
+
+    def parts(w_hat, size=n):
+        psi = np.divide(w_hat, ksq, out=np.zeros_like(w_hat), where=ksq > 0)
+        u, v = d(psi, 0, 1, size), -d(psi, 1, 0, size)
+        return psi, u, v
+
+    def advection(w_hat):  # exact product on the 2N grid, back to the N modes, 2/3-truncated
+        _, u, v = parts(w_hat, 2 * n)
+        prod = np.fft.fft2(u * d(w_hat, 1, 0, 2 * n) + v * d(w_hat, 0, 1, 2 * n)) / 4.0
+        return prod[fine] * dealias
+
+    def magnitude(w_hat):
+        if kind == "dleith":
+            return np.hypot(d(w_hat, 1, 0), d(w_hat, 0, 1))
+        psi = parts(w_hat)[0]
+        ux, uy, vx, vy = d(psi, 1, 1), d(psi, 0, 2), -d(psi, 2, 0), -d(psi, 1, 1)
+        return np.sqrt(2.0 * (ux**2 + vy**2 + 2.0 * (0.5 * (uy + vx)) ** 2))
+
+    w_bar = np.fft.fft2(omega) * dealias
+    w_hat = w_bar * test
+    p = 2 if kind == "dsmag" else 3
+    lap_bar, lap_hat = d(-ksq * w_bar, 0, 0), d(-ksq * w_hat, 0, 0)
+    lij = np.real(np.fft.ifft2(advection(w_bar) * test - advection(w_hat)))
+    mij = delta**p * np.real(np.fft.ifft2(np.fft.fft2(magnitude(w_bar) * lap_bar) * test))
+    mij = mij - (2 * delta) ** p * magnitude(w_hat) * lap_hat
+    c = np.mean(np.maximum(lij * mij, 0.0)) / np.mean(mij * mij)
+    scale = np.sqrt(np.mean(magnitude(w_bar) ** 2)) if kind == "dsmag" else np.mean(magnitude(w_bar))
+    return c, c * delta**p * scale
+
+
+@pytest.mark.parametrize("kind", ["dsmag", "dleith"])
+def test_dynamic_coefficient_and_viscosity_match_an_independent_numpy_germano_procedure(grid, kind):
+    w = band_limited(N, 10, seed=9) * grid.dealias
+    closure = les.Closure(kind, grid)
+    c_ref, nu_ref = _germano_reference(phys(w), closure.delta, kind)
+    assert c_ref > 0
+    assert float(closure.coefficient_of(w)) == pytest.approx(c_ref, rel=1e-10)
+    assert float(closure.eddy_viscosity(w)) == pytest.approx(nu_ref, rel=1e-10)
+
+
 def test_smagorinsky_viscosity_uses_the_strain_rate_identity(grid):
     """⟨|S|²⟩ = ⟨2S_ijS_ij⟩ = ⟨ω²⟩ on a periodic domain: the pointwise strain rate gives the same ν_e."""
     w = band_limited(N, 10, seed=8) * grid.dealias

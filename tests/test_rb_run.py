@@ -182,6 +182,26 @@ def test_adaptive_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch,
     np.testing.assert_array_equal(resumed, straight)
 
 
+def test_resume_of_a_file_planned_with_other_diagnostics_rows_is_refused_untouched(
+    tmp_path, monkeypatch, capsys, interrupted_at_chunk
+):
+    """A file written while the automatic diagnostics interval was another (an older Gust) is refused, not
+    resumed into a layout it does not have."""
+    real = solver.make_simulation
+    monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(3, real))
+    assert cli(tmp_path, *ADAPTIVE)[0] == 130
+    path = next((tmp_path / "out").glob("*.h5"))
+    before = path.read_bytes()
+    monkeypatch.setattr(solver, "make_simulation", real)
+    rows = solver.RBConfig.diag_interval_steps.fget
+    monkeypatch.setattr(solver.RBConfig, "diag_interval_steps", property(lambda cfg: 2 * rows(cfg)))
+    capsys.readouterr()
+    assert cli(tmp_path, *ADAPTIVE, "--resume")[0] == 2
+    err = capsys.readouterr().err.strip()
+    assert "diagnostics rows where these settings plan" in err and len(err.splitlines()) == 1, err
+    assert path.read_bytes() == before
+
+
 # convection sets in within the second frame and outgrows the dt = 0.25 chosen from the quiet first one
 BURST_SETUP = ["--rayleigh", "1e5", "--nx", "32", "--nz", "13", "--dt", "0.25", "--save_interval", "2",
                "--ic_amplitude", "0.3"]  # fmt: skip

@@ -267,8 +267,9 @@ def test_weight_decay_mask_and_default_scales():
     assert default_scales((4, 8)) == ((1, 1), (2, 2), (4, 4), (4, 8))
 
 
-def _nan_file(path):
-    grid = Grid(x=np.arange(8.0), y=np.arange(8.0), bc_x="periodic", bc_y="periodic", length_x=8.0, length_y=8.0)
+def _small_file(path, *, nan=True, bc=("periodic", "periodic")):
+    """Four 8×8 samples of random "u" on a grid with boundary conditions ``bc`` (y, x); one NaN with ``nan``."""
+    grid = Grid(x=np.arange(8.0), y=np.arange(8.0), bc_x=bc[1], bc_y=bc[0], length_x=8.0, length_y=8.0)
     w = create_writer(
         path,
         fields=["u"],
@@ -282,7 +283,8 @@ def _nan_file(path):
         attrs={"solver": "test_train_vqvae"},
     )
     u = np.random.default_rng(0).normal(size=(4, 8, 8)).astype(np.float32)
-    u[2, 3, 3] = np.nan
+    if nan:
+        u[2, 3, 3] = np.nan
     w.write_samples({"u": u}, time=0.1 * np.arange(4), trajectory=np.zeros(4, int), step=np.arange(4))
     w.commit()
     w.finalize()
@@ -322,12 +324,59 @@ def test_malformed_scales_are_a_one_line_argparse_error(data, tmp_path, capsys, 
 
 
 def test_non_finite_data_is_refused(tmp_path, capsys):
-    path = _nan_file(tmp_path / "nan.h5")
+    path = _small_file(tmp_path / "nan.h5")
     args = ["--data_path", path, "--fields", "u", "--output_dir", str(tmp_path / "run"), "--steps", "2"]
     assert main([*args, "--batch_size", "2", "--warmup_steps", "0", *TINY]) == 2
     err = capsys.readouterr().err
     assert "non-finite" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_spectral_loss_without_a_periodic_axis_is_refused(tmp_path, capsys):
+    path = _small_file(tmp_path / "walls.h5", nan=False, bc=("wall", "wall"))
+    args = ["--data_path", path, "--fields", "u", "--output_dir", str(tmp_path / "run"), "--steps", "2"]
+    assert main([*args, "--batch_size", "2", "--warmup_steps", "0", "--spectral_weight", "0.1", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--spectral_weight=0.1 needs a periodic axis" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def _log_spectral_reference(recon, target, transform, eps=1e-8):
+    """The loss by hand in numpy: ``transform`` maps (B, C, H, W) to per-sample power arrays (B, C, ...)."""
+    p_r, p_t = transform(recon).mean(axis=0), transform(target).mean(axis=0)  # (C, K)
+    floor = eps * p_t.mean(axis=-1, keepdims=True) + eps
+    return float(np.mean(np.log((p_r + floor) / (p_t + floor)) ** 2))
+
+
+def test_log_spectral_loss_transforms_the_periodic_axes_and_averages_over_a_wall_axis():
+    rng = np.random.default_rng(3)
+    target = rng.normal(size=(3, 2, 8, 12))
+    recon = target + 0.3 * rng.normal(size=target.shape)
+    r32, t32 = recon.astype(np.float32), target.astype(np.float32)
+    loss = train_vqvae.log_spectral_loss
+
+    def both(f):  # 2D power spectrum, flattened
+        return (np.abs(np.fft.rfft2(f)) ** 2).reshape(*f.shape[:2], -1)
+
+    def rows(f):  # wall y: 1D power along x of every row, averaged over the rows (the height)
+        return (np.abs(np.fft.rfft(f, axis=-1)) ** 2).mean(axis=-2)
+
+    def columns(f):  # wall x: 1D power along y of every column, averaged over x
+        return (np.abs(np.fft.rfft(f, axis=-2)) ** 2).mean(axis=-1)
+
+    cases = [(("periodic", "periodic"), both), (("wall", "periodic"), rows), (("periodic", "wall"), columns)]
+    for bc, transform in cases:
+        expected = _log_spectral_reference(recon, target, transform)
+        assert float(loss(r32, t32, bc)) == pytest.approx(expected, rel=1e-4), bc
+        assert float(loss(t32, t32, bc)) == 0.0
+    # nothing is transformed along a wall axis: the loss sees the rows' x-spectra whatever their order, where the
+    # doubly periodic loss sees the shuffled rows as new structure in y
+    shuffled = r32[:, :, rng.permutation(8)]
+    wall, periodic = ("wall", "periodic"), ("periodic", "periodic")
+    assert float(loss(shuffled, t32, wall)) == pytest.approx(float(loss(r32, t32, wall)))
+    assert float(loss(shuffled, t32, periodic)) > 1.5 * float(loss(r32, t32, periodic))
+    with pytest.raises(ValueError, match="needs a periodic axis"):
+        loss(r32, t32, ("wall", "wall"))
 
 
 def test_out_of_memory_is_one_line_exit_2(data, tmp_path, capsys, monkeypatch):

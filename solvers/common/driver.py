@@ -141,6 +141,11 @@ class TimeGrid:
             return self.diag_every
         return largest_divisor_at_most(self.save_every, max(1, self.save_every // 10))
 
+    @property
+    def n_diag_rows(self) -> int:
+        """Diagnostics rows of a complete run: every ``diag_interval_steps`` steps after frame 0."""
+        return (self.n_frames - 1) * (self.save_every // self.diag_interval_steps)
+
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
     """The largest divisor of ``n`` that is ``<= limit`` (1 at least); O(sqrt(n)) trials."""
@@ -171,6 +176,8 @@ class RunConfig(Protocol):
     def spinup_steps(self) -> int: ...
     @property
     def diag_interval_steps(self) -> int: ...
+    @property
+    def n_diag_rows(self) -> int: ...
     def to_json(self) -> str: ...
     def output_name(self) -> str: ...
 
@@ -471,6 +478,13 @@ def run(
             if existing.complete:
                 log(f"{path} is already complete ({existing.n_samples} samples); nothing to resume")
                 return path
+            planned = (existing.n_samples_planned, existing.n_diag_planned)
+            if planned != (cfg.n_frames * cfg.n_trajectories, cfg.n_diag_rows):
+                raise ValueError(
+                    f"--resume: {path} plans {planned[0]} samples and {planned[1]} diagnostics rows where these "
+                    f"settings plan {cfg.n_frames * cfg.n_trajectories} and {cfg.n_diag_rows} (written by a Gust "
+                    "version with another automatic diagnostics interval?); rerun it with --overwrite"
+                )
             if existing.n_state_saves == 0:  # stopped before frame 0 (in the spin-up): nothing to keep
                 log(f"{path} has no saved state yet (stopped before frame 0); starting it again")
                 resumed, overwrite = False, True

@@ -835,8 +835,11 @@ class GustWriter:
     def finalize(self, complete: bool = True, stop_reason: str = "completed") -> None:
         """Compute per-field stats over the committed samples, record stop_reason and `complete`, close.
 
-        Uncommitted writes are discarded; complete=True requires all planned samples to be committed.
+        Uncommitted writes are discarded; complete=True requires all planned samples and diagnostics rows to be
+        committed.
         """
+        if not isinstance(stop_reason, str):
+            raise TypeError(f"finalize: stop_reason must be a string (got {stop_reason!r})")
         f = self._file()
         if complete:
             if self.n_samples_written != self.n_samples_planned:
@@ -844,16 +847,21 @@ class GustWriter:
                     f"finalize(complete=True) with {self.n_samples_written}/{self.n_samples_planned} "
                     f"samples committed in {self.path}"
                 )
+            if self.n_diag_written != self.n_diag_planned:
+                raise ValueError(
+                    f"finalize(complete=True) with {self.n_diag_written}/{self.n_diag_planned} "
+                    f"diagnostics rows committed in {self.path}"
+                )
             if self._pending != [self.n_samples_written, self.n_diag_written, self.n_state_saves]:
                 raise ValueError("finalize(complete=True) with uncommitted writes; call commit() first")
         for ds in self._fields.values():
             for key, value in _field_stats(ds, self.n_samples_written).items():
                 ds.attrs.modify(key, value)
-        f.attrs.modify("stop_reason", str(stop_reason))
+        f.attrs.modify("stop_reason", stop_reason)
         f.flush()
         f.attrs.modify("complete", np.bool_(complete))  # last: the file is complete only once all is in
         f.flush()
-        self.attrs["stop_reason"] = str(stop_reason)
+        self.attrs["stop_reason"] = stop_reason
         self.attrs["complete"] = bool(complete)
         self.close()
 
@@ -1095,6 +1103,10 @@ def validate(path: str | os.PathLike) -> list[str]:
             problems.append(f"incomplete: {n}/{n_planned} samples written{reason}")
         elif n != n_planned:
             problems.append(f"marked complete but only {n}/{n_planned} samples written")
+        elif layout.progress[1] != layout.n_diag_planned:
+            problems.append(
+                f"marked complete but only {layout.progress[1]}/{layout.n_diag_planned} diagnostics rows written"
+            )
 
         frame_bytes = layout.shape[0] * layout.shape[1] * 4
         # A constant frame is suspect (unwritten or collapsed data), except at step 0: an initial condition

@@ -326,7 +326,7 @@ class Simulation:
             n_samples=cfg.n_frames * m,
             grid=hdf5_utils.Grid(x=x, y=x, bc_x="periodic", bc_y="periodic", length_x=LENGTH, length_y=LENGTH),
             diagnostics=self.diagnostic_names,
-            n_diag=(cfg.n_frames - 1) * (cfg.save_every // cfg.diag_interval_steps),
+            n_diag=cfg.n_diag_rows,
             n_trajectories=m,
             state_spec={
                 "omega_hat": ((m, n, n // 2 + 1), cdtype),

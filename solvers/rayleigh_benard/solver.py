@@ -282,7 +282,7 @@ class Simulation:
             n_samples=cfg.n_frames * m,
             grid=grid,
             diagnostics=DIAGNOSTICS,
-            n_diag=(cfg.n_frames - 1) * (cfg.save_every // cfg.diag_interval_steps),
+            n_diag=cfg.n_diag_rows,
             n_trajectories=m,
             state_spec={
                 "omega_hat": ((m, nz, nkx), cplx),
