@@ -478,17 +478,17 @@ def run(
             if existing.complete:
                 log(f"{path} is already complete ({existing.n_samples} samples); nothing to resume")
                 return path
-            planned = (existing.n_samples_planned, existing.n_diag_planned)
-            if planned != (cfg.n_frames * cfg.n_trajectories, cfg.n_diag_rows):
-                raise ValueError(
-                    f"--resume: {path} plans {planned[0]} samples and {planned[1]} diagnostics rows where these "
-                    f"settings plan {cfg.n_frames * cfg.n_trajectories} and {cfg.n_diag_rows} (written by a Gust "
-                    "version with another automatic diagnostics interval?); rerun it with --overwrite"
-                )
             if existing.n_state_saves == 0:  # stopped before frame 0 (in the spin-up): nothing to keep
                 log(f"{path} has no saved state yet (stopped before frame 0); starting it again")
                 resumed, overwrite = False, True
             else:
+                planned = (existing.n_samples_planned, existing.n_diag_planned)
+                if planned != (cfg.n_frames * cfg.n_trajectories, cfg.n_diag_rows):
+                    raise ValueError(
+                        f"--resume: {path} plans {planned[0]} samples and {planned[1]} diagnostics rows where these "
+                        f"settings plan {cfg.n_frames * cfg.n_trajectories} and {cfg.n_diag_rows} (written by a Gust "
+                        "version with another automatic diagnostics interval?); rerun it with --overwrite"
+                    )
                 at_state = existing.state_counts[0]  # samples written when the latest state was saved
                 if at_state % cfg.n_trajectories:
                     raise hdf5_utils.GustFormatError(f"{path}: the saved state's samples are not a multiple of M")
