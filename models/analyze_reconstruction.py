@@ -106,7 +106,7 @@ METRICS_KEYS = (  # top level of metrics.json
     "prefix_rel_l2",  # field -> [rel_l2 of the first k scales, k = 1..K]
     "definitions",
     "checkpoint",  # TrainedModel.provenance()
-    "data",  # path, size_bytes, mtime_utc, sha256 (with --hash_data), grid
+    "data",  # path, size_bytes, mtime_utc, sha256 (with --hash_data), source (GustFile.identity), grid
     "code",  # solvers.common.hdf5_utils.provenance()
     "files",
 )
@@ -548,6 +548,7 @@ def analyze(args: argparse.Namespace, argv: list[str]) -> Path:
             "size_bytes": stat.st_size,
             "mtime_utc": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(timespec="seconds"),
             "sha256": file_sha256(args.data_path) if args.hash_data else None,
+            "source": ds.file(0).identity(),  # the run that wrote it (created, code version, solver, samples)
             "grid": {
                 "shape": list(ds.shape),
                 "bc_x": grid.bc_x,

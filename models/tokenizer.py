@@ -49,8 +49,9 @@ Output file (``save``, :func:`save_tokenized_data`; one ``.npz``, written atomic
   ``(K, codebook_size)`` (the fit counts, from which the vocabulary is rebuilt), ``deterministic_scales`` and
   ``deterministic_codes`` (same length), ``first_trainable_scale``, ``oov_counts`` ``(K,)`` (replacements made while
   tokenising this file), all int64;
-- ``config_text`` (the run's ``config.txt``) and ``provenance`` (JSON: data file absolute path, sample range,
-  checkpoint path and sha256, config path, ``--vocab_from`` file and hash, code version, command line).
+- ``config_text`` (the run's ``config.txt``) and ``provenance`` (JSON: data file absolute path and the run that
+  wrote it (``GustFile.identity``), sample range, checkpoint path and sha256, config path, ``--vocab_from`` file
+  and hash, code version, command line).
 """
 
 from __future__ import annotations
@@ -735,6 +736,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
     kw = dict(sample_start=args.sample_start, sample_stop=args.sample_stop, fields=args.fields)
     with open_matching(trained, args.data_path, **kw) as ds:
         n = len(ds)
+        source = ds.file(0).identity()
         if args.command == "info":
             here = fit(trained, ds, args.batch_size, progress)
             if train_vocab is None:
@@ -744,6 +746,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
         tokens, oov, counts = tokenize(trained, ds, vocab, args.batch_size, progress)
     prov = {
         "data_path": str(Path(args.data_path).resolve()),
+        "data_source": source,
         "sample_range": [args.sample_start, args.sample_start + n],
         "n_samples": n,
         "vocab_from": None if args.vocab_from is None else str(Path(args.vocab_from).resolve()),

@@ -56,7 +56,7 @@ from solvers.common.cli import (
     scale_list,
 )
 from solvers.common.driver import BlowUpError
-from solvers.common.hdf5_utils import provenance
+from solvers.common.hdf5_utils import RESUME_KEYS, provenance
 
 from .models import (
     COMPUTE_DTYPES,
@@ -455,11 +455,16 @@ def config_text(
     prov: dict,
     model_sha256: str | None = None,
     data_grid: dict | None = None,
+    resumes: list[dict] | None = None,
+    data_source: dict | None = None,
 ) -> str:
     """``config.txt``: the model's lines (``VQVAEConfig.to_text``), then training, data and provenance lines.
 
     ``model_sha256`` (of the ``model.eqx`` saved with it) and ``data_grid`` (the training grid's lengths and
-    :meth:`Grid.fingerprint`) let the tools refuse a model from another run or data on another grid."""
+    :meth:`Grid.fingerprint`) let the tools refuse a model from another run or data on another grid; ``data_source``
+    (:meth:`GustFile.identity`) names the run that wrote the training file. ``prov`` is the
+    provenance of the run's first start; ``resumes`` lists each ``--resume`` (the step it went on from, its code
+    version, backend, command line and time)."""
     lines = [mconfig.to_text(), "# training (models.train_vqvae)\n"]
     extra = {k: v for k, v in config.to_dict().items() if k not in _MODEL_KEYS}
     extra["data_path"] = str(Path(config.data_path).resolve())
@@ -467,10 +472,14 @@ def config_text(
     extra["norm_count"] = stats.count
     if data_grid is not None:
         extra["data_grid"] = data_grid
+    if data_source is not None:
+        extra["data_source"] = data_source
     extra["step"] = step
     if model_sha256 is not None:
         extra["model_sha256"] = model_sha256
     extra.update(prov)
+    if resumes:
+        extra["resumes"] = resumes
     for k, v in extra.items():
         lines.append(f"{k} = {json.dumps(v)}\n")
     return "".join(lines)
@@ -647,7 +656,11 @@ def train(
         if config.has_val:
             val_ds = _open_data(config, config.val_start or 0, config.val_stop, "validation range")
             _stats_or_fail(val_ds, "validation range")
-        prov = provenance(argv)
+        prov, resumes = provenance(argv), []
+        if ckpt_info is not None:  # the run keeps its first start's provenance; each resume is added to a list
+            now = {k: prov[k] for k in RESUME_KEYS}
+            resumes = [*saved.get("resumes", []), {"step": int(ckpt_info["step"]), **now}]
+            prov = {k: saved[k] for k in prov if k in saved} if "code_version" in saved else prov
 
         sharding = batch_sharding()
         replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
@@ -673,6 +686,12 @@ def train(
         else:
             loader = BatchLoader(train_ds, config.batch_size, seed=config.seed, **loader_kw)
 
+        end = config.steps if stop_after is None else min(config.steps, stop_after)
+        if ckpt_info is not None and step >= end:  # nothing to do: leave every file (and its provenance) as it is
+            if main:
+                print(f"{PROG}: {out} has done its {step} steps; nothing to resume", file=sys.stderr)
+            return out
+
         # ---- from here on the output directory is written
         if main:
             if overwrite:
@@ -684,10 +703,14 @@ def train(
         model, opt_state, counts = jax.device_put((model, opt_state, counts), replicated)
         schedule = make_schedule(config)
         train_step = train_step_for(config, optimizer, on_trace=on_trace)
-        end = config.steps if stop_after is None else min(config.steps, stop_after)
 
         grid = gf.grid
         data_grid = {"length_y": grid.length_y, "length_x": grid.length_x, "fingerprint": grid.fingerprint()}
+        data_source = gf.identity()
+        if ckpt_info is not None and saved.get("data_source"):  # the first start's source stays; a replaced file
+            if {k: saved["data_source"].get(k) for k in data_source} != data_source:  # (equal statistics) is noted
+                resumes[-1]["data_source"] = data_source
+            data_source = saved["data_source"]
         saved_step = step if ckpt_info is not None else None  # the last checkpoint's step (kept if it diverges)
 
         def check_finite(loss: float | None = None) -> None:
@@ -709,7 +732,8 @@ def train(
                 return
             atomic_write(out / MODEL_FILE, lambda p: eqx.tree_serialise_leaves(p, model))
             sha = file_sha256(out / MODEL_FILE)
-            atomic_text(out / CONFIG_FILE, config_text(mconfig, config, stats, step, prov, sha, data_grid))
+            text = config_text(mconfig, config, stats, step, prov, sha, data_grid, resumes, data_source)
+            atomic_text(out / CONFIG_FILE, text)
             atomic_text(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
             if records:
                 _plot(out / PLOT_FILE, records)

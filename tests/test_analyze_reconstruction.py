@@ -274,6 +274,7 @@ def test_cli_end_to_end_on_the_tiny_trained_run(tiny_trained_run, py2d_tiny_data
         m["checkpoint"]["checkpoint_sha256"] and m["data"]["size_bytes"] > 0 and m["data"]["grid"]["bc_y"] == "periodic"
     )
     assert m["code"]["code_version"]
+    assert m["data"]["source"]["created"] and m["data"]["source"]["solver"] == "solvers.py2d_turbulence"
     prefix = m["prefix_rel_l2"]["omega"]
     assert len(prefix) == len(m["prefix_scales"]) == 4
     # the MSE against an independent reconstruction of the 18 samples (same batch size, so no new compilation)

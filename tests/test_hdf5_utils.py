@@ -64,7 +64,7 @@ def make_grid(vertical="y"):
     )
 
 
-def new_writer(path, n_samples=6, n_diag=4, n_trajectories=2, vertical="y", **kwargs):
+def new_writer(path, n_samples=6, n_diag=4, n_trajectories=2, vertical="y", attrs_extra=None, **kwargs):
     return create_writer(
         path,
         fields=FIELDS,
@@ -75,7 +75,7 @@ def new_writer(path, n_samples=6, n_diag=4, n_trajectories=2, vertical="y", **kw
         n_diag=n_diag,
         n_trajectories=n_trajectories,
         state_spec=STATE_SPEC,
-        attrs=ATTRS,
+        attrs={**ATTRS, **(attrs_extra or {})},
         **kwargs,
     )
 
@@ -423,6 +423,28 @@ def test_resume_and_finalize(tmp_path):
         np.testing.assert_array_equal(g.read("u"), all_frames(6))
     with pytest.raises(GustFormatError, match="complete"):
         open_for_resume(path)
+
+
+def test_resumes_are_recorded_beside_the_first_start_provenance(tmp_path):
+    path = write_complete(tmp_path / "run.h5")
+    with h5py.File(path, "r+") as f:  # as if stopped: open_for_resume refuses a complete file
+        f.attrs["complete"] = False
+    for frame in (2, 4):
+        w = open_for_resume(path)
+        w.record_resume({"frame": frame, "command_line": f"resume {frame}"})
+        w.close()
+    with open_dataset(path) as g:
+        assert json.loads(g.attrs["resumes"]) == [
+            {"frame": 2, "command_line": "resume 2"},
+            {"frame": 4, "command_line": "resume 4"},
+        ]
+        assert g.attrs["solver"] == "test_solver"  # the other attributes untouched
+    assert "  resumes: [{" in hu.info(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["resumes"] = '{"frame": 2}'
+    assert "attribute 'resumes' is JSON dict, not a list" in validate(path)
+    with pytest.raises(ValueError, match="reserved"):
+        new_writer(tmp_path / "other.h5", attrs_extra={"resumes": ""})
 
 
 def test_state_saved_less_often_than_commits_rewinds_on_resume(tmp_path):

@@ -1,6 +1,7 @@
 """The turbulence solver end to end: CLI, output file, ensembles, sharding, crash safety and bad input."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from solvers.common import driver, hdf5_utils
+from solvers.common.atomic import file_sha256
 from solvers.py2d_turbulence import initial_conditions as ic
 from solvers.py2d_turbulence import run_solver, solver
 
@@ -173,6 +175,7 @@ def test_resume_continues_from_the_last_saved_state(
     with hdf5_utils.open_dataset(path) as f:
         assert f.n_samples == 3 and f.state_counts[0] == state_at  # frames 0–2 committed; the state after frame 2 or 0
         assert f.n_state_saves == state_at
+        first_start = {k: f.attrs[k] for k in hdf5_utils.PROVENANCE_KEYS}
     monkeypatch.setattr(solver, "make_simulation", real)
     capsys.readouterr()
     assert cli(tmp_path, "--resume", "--state_seconds", state_seconds)[0] == 0
@@ -183,6 +186,10 @@ def test_resume_continues_from_the_last_saved_state(
     assert complete and hdf5_utils.validate(path) == []
     with hdf5_utils.open_dataset(path) as f:
         assert f.state_counts == (5, f.n_diag)  # the last frame always carries the state
+        # the file keeps its first start's provenance and records the resume: from which frame, by which command
+        assert {k: f.attrs[k] for k in hdf5_utils.PROVENANCE_KEYS} == first_start
+        (resume,) = json.loads(f.attrs["resumes"])
+        assert resume["frame"] == state_at and "--resume" in resume["command_line"] and resume["code_version"]
     assert cli(tmp_path, out="straight")[0] == 0
     straight, s_samples, s_diag, _ = read_all(next((tmp_path / "straight").glob("*.h5")))
     np.testing.assert_array_equal(resumed, straight)
@@ -296,6 +303,11 @@ def test_ic_from_gust_file_sample(tmp_path):
     assert code == 0
     first = read_all(path)[0][0]
     np.testing.assert_allclose(first, sample, atol=1e-5 * np.abs(sample).max())
+    # provenance names the initial file by content and by the run that wrote it
+    with hdf5_utils.open_dataset(path) as f, hdf5_utils.open_dataset(src) as g:
+        source = json.loads(f.attrs["ic_source"])
+        assert source["sha256"] == file_sha256(src) and source["path"] == str(src.resolve())
+        assert source["created"] == g.attrs["created"] and source["solver"] == g.attrs["solver"]
 
 
 def test_taylor_green_run_decays_at_the_viscous_rate(tmp_path):

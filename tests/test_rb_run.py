@@ -1,5 +1,6 @@
 """The Rayleigh–Bénard solver end to end: CLI, output file, ensembles, resume, CFL guard and bad input."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from solvers.common import hdf5_utils
+from solvers.common.atomic import file_sha256
 from solvers.rayleigh_benard import chebyshev as cheb
 from solvers.rayleigh_benard import rb_core as rb
 from solvers.rayleigh_benard import run_solver, solver
@@ -142,6 +144,10 @@ def test_ic_file_continues_from_the_saved_state(tmp_path):
     b2, s2, _, _ = read_all(second)
     np.testing.assert_allclose(b2[0], b1[-1], atol=1e-6)  # frame 0 of the new run = last state of the old
     assert s2["time"][0] == 0.0
+    with hdf5_utils.open_dataset(second) as f, hdf5_utils.open_dataset(first) as g:
+        source = json.loads(f.attrs["ic_source"])  # the initial file by content, its run, and the state used
+        assert source["sha256"] == file_sha256(first) and source["created"] == g.attrs["created"]
+        assert (source["state_step"], source["state_time"]) == g.read_state()[1:]
     code, _ = cli(tmp_path, "--ic_file", str(first), "--nx", "32", out="third")
     assert code == 2
     # the same grid points in a box of another width: the state's wavenumbers would be reinterpreted (was accepted)

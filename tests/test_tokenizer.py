@@ -43,7 +43,7 @@ from models.tokenizer import (
     tokens_to_indices,
 )
 from solvers.common.atomic import file_sha256
-from solvers.common.hdf5_utils import Grid, create_writer
+from solvers.common.hdf5_utils import Grid, GustFile, create_writer
 
 N = 18  # samples in py2d_tiny_data
 
@@ -261,6 +261,8 @@ def test_save_writes_a_valid_file_equal_to_the_streaming_loader(run_dir, trained
     prov = data.provenance
     assert prov["checkpoint_sha256"] == trained.checkpoint_sha256
     assert prov["data_path"] == str(Path(py2d_tiny_data).resolve()) and prov["sample_range"] == [0, N]
+    with GustFile(py2d_tiny_data) as f:
+        assert prov["data_source"] == f.identity() and prov["data_source"]["created"] == f.attrs["created"]
     assert "code_version" in prov and data.config_text == (run_dir / "config.txt").read_text()
     batches = list(create_tokenized_dataloader(trained, py2d_tiny_data, vocab, batch_size=4))
     assert [b.shape[0] for b in batches] == [4, 4, 4, 4, 2]

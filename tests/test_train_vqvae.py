@@ -81,6 +81,8 @@ def test_cli_end_to_end_writes_every_output_and_the_pair_reloads(data, tmp_path,
             "length_x": 2 * np.pi,
             "fingerprint": f.grid.fingerprint(),
         }
+        assert json.loads(lines["data_source"]) == f.identity()  # which run wrote the data
+        assert json.loads(lines["data_source"])["created"] == f.attrs["created"]
     # statistics of the training range only: samples 0..13, not the whole file
     from dataloaders import GustDataset, compute_stats
 
@@ -121,12 +123,25 @@ def test_resume_is_bit_exact(data, straight, tmp_path, capsys):
     out, _ = straight
     train(tiny_config(data, **STRAIGHT), tmp_path / "split", progress=False, stop_after=12)  # as if killed at 12
     assert json.loads((tmp_path / "split" / "checkpoint.json").read_text())["step"] == 12
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tmp_path / "split", legacy)
+    first = train_vqvae.read_settings((tmp_path / "split" / "config.txt").read_text())
     flags = ["--resume", "--log_every", "1", "--checkpoint_every", "7", "--lr", "0.003", "--warmup_steps", "3"]
     flags += ["--restart_every", "5", "--codebook_size", "96"]
     assert main(argv(data, tmp_path / "split", *flags, steps=24)) == 0
     for name in ("model.eqx", "ckpt_00000024.eqx"):  # model leaves, and model + optimiser state
         assert (out / name).read_bytes() == (tmp_path / "split" / name).read_bytes()
     assert records(out) == records(tmp_path / "split")
+    # the run keeps its first start's provenance and lists the resume (from step 12, with its own command line)
+    after = train_vqvae.read_settings((tmp_path / "split" / "config.txt").read_text())
+    assert {k: after[k] for k in ("created", "command_line")} == {k: first[k] for k in ("created", "command_line")}
+    assert [r["step"] for r in after["resumes"]] == [12] and "--resume" in after["resumes"][0]["command_line"]
+    # a resume of a finished run changes nothing, its provenance included
+    before = {p.name: p.read_bytes() for p in (tmp_path / "split").iterdir()}
+    capsys.readouterr()
+    assert main(argv(data, tmp_path / "split", *flags, steps=24)) == 0
+    assert "has done its 24 steps; nothing to resume" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "split").iterdir()} == before
     # a resume with other hyperparameters is refused
     assert main(argv(data, tmp_path / "split", "--resume", "--lr", "0.01", steps=24)) == 2
     assert main(argv(data, tmp_path / "split", *flags, "--scales", "2x2,8x8", steps=24)) == 2
@@ -135,8 +150,6 @@ def test_resume_is_bit_exact(data, straight, tmp_path, capsys):
     # a run made before --prefix_weight existed has no such line and trained without it (0), not the new default;
     # one made before wrap_upsample (no flag) goes on without it, as it was built; one made before --compute_dtype
     # trained in float32
-    legacy = tmp_path / "legacy"
-    shutil.copytree(tmp_path / "split", legacy)
     lines = (legacy / "config.txt").read_text().splitlines(keepends=True)
     old_keys = ("prefix_weight", "wrap_up", "compute_dtype")
     (legacy / "config.txt").write_text("".join(x for x in lines if not x.startswith(old_keys)))

@@ -38,6 +38,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import hdf5_utils
+from .atomic import file_sha256
 from .cli import DEFAULT_STATE_SECONDS, check_seed
 
 
@@ -63,6 +64,18 @@ def name_stem(path: str | os.PathLike, keep: int = 32) -> str:
     if len(stem) <= keep + 9:
         return stem
     return f"{stem[:keep]}-{hashlib.sha1(stem.encode()).hexdigest()[:8]}"
+
+
+def ic_source(path: str | os.PathLike) -> str:
+    """Provenance of an ``--ic_file`` (a JSON object for the output's ``ic_source`` attribute): absolute path, size,
+    sha256 of the whole file and, for a Gust file, the run that wrote it (:meth:`GustFile.identity`)."""
+    path = Path(path)
+    record: dict[str, Any] = {"path": str(path.resolve()), "size_bytes": path.stat().st_size}
+    record["sha256"] = file_sha256(path)
+    if path.suffix == ".h5":
+        with hdf5_utils.open_dataset(path) as f:
+            record.update({k: v for k, v in f.identity().items() if k not in record})
+    return json.dumps(record)
 
 
 def as_steps(value: float, dt: float, name: str, allow_zero: bool = False) -> int:
@@ -514,6 +527,8 @@ def run(
         try:
             if resumed:
                 writer.rewind_to_state()  # the frames after the saved state become invisible until rewritten
+                now = hdf5_utils.provenance(argv)  # the file's own provenance stays its first start's
+                writer.record_resume({"frame": start, **{k: now[k] for k in hdf5_utils.RESUME_KEYS}})
                 state = place(sim.state_from_arrays(saved), trajectory_sharding(cfg.n_trajectories))
                 again = f"; its {redo} committed frame(s) after the last saved state are recomputed" if redo else ""
                 log(f"resuming {path} at frame {start}/{cfg.n_frames}{again}")

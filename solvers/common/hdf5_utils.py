@@ -77,8 +77,9 @@ VERTICAL_NAMES = ("y", "z")
 STAT_NAMES = ("mean", "std", "min", "max")
 STATE_SCALARS = ("step", "time", "counts")  # per-slot bookkeeping, not solver state
 SAMPLE_DATASETS = {"time": np.float64, "trajectory": np.int64, "step": np.int64}
-RESERVED_ATTRS = ("format", "format_version", "complete", "stop_reason")
+RESERVED_ATTRS = ("format", "format_version", "complete", "stop_reason", "resumes")
 PROVENANCE_KEYS = ("code_version", "library_versions", "jax_backend", "command_line", "created")
+RESUME_KEYS = ("code_version", "jax_backend", "command_line", "created")  # what a resume record names
 
 # Bytes of float32 sample data read per block when streaming (stats, validation).
 _BLOCK_BYTES = 16 * 2**20
@@ -832,6 +833,21 @@ class GustWriter:
         self._pending[0], self._pending[1] = self.state_counts
         self.commit()
 
+    def record_resume(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (JSON-serialisable: who resumed the run, when, from where) to the root attribute
+        ``resumes``, a JSON list; the run's own provenance attributes stay those of its first start."""
+        f = self._file()
+        try:
+            text = json.dumps(record)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"record_resume: the record is not JSON-serialisable ({exc})") from None
+        old = f.attrs.get("resumes")
+        old = old.decode() if isinstance(old, bytes) else old
+        records = json.loads(old) if isinstance(old, str) and old else []
+        records.append(json.loads(text))
+        f.attrs["resumes"] = self.attrs["resumes"] = json.dumps(records)
+        f.flush()
+
     def finalize(self, complete: bool = True, stop_reason: str = "completed") -> None:
         """Compute per-field stats over the committed samples, record stop_reason and `complete`, close.
 
@@ -949,6 +965,20 @@ class GustFile:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def identity(self) -> dict[str, Any]:
+        """Which file and which run made it, without reading its data (cheap at any size): absolute path, the
+        writing run's ``created`` time, code version and solver, committed samples, completeness and size. A rerun
+        (``--overwrite``) has a new ``created``; a byte-exact identity needs the sha256 of the whole file."""
+        return {
+            "path": str(self.path.resolve()),
+            "created": self.attrs.get("created"),
+            "code_version": self.attrs.get("code_version"),
+            "solver": self.attrs.get("solver"),
+            "n_samples": int(self.n_samples),
+            "complete": bool(self.complete),
+            "size_bytes": os.fstat(self._fd).st_size if self._fd is not None else self.path.stat().st_size,
+        }
 
     def close(self) -> None:
         if self._fd is not None:
@@ -1161,12 +1191,16 @@ def validate(path: str | os.PathLike) -> list[str]:
                         f"samples: {label} {what} within trajectory {int(traj)} "
                         f"(at sample {int(where[backwards[0] + 1])})"
                     )
-        config = layout.attrs.get("config")
-        if isinstance(config, str):
-            try:
-                json.loads(config)
-            except json.JSONDecodeError as exc:
-                problems.append(f"attribute 'config' is not valid JSON ({exc})")
+        for name in ("config", "resumes"):
+            text = layout.attrs.get(name)
+            if isinstance(text, str):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    problems.append(f"attribute '{name}' is not valid JSON ({exc})")
+                    continue
+                if name == "resumes" and not isinstance(value, list):
+                    problems.append(f"attribute 'resumes' is JSON {type(value).__name__}, not a list")
 
         n_diag = layout.progress[1]
         diag_time = f["diagnostics"]["time"][:n_diag]
@@ -1254,6 +1288,8 @@ def info(path: str | os.PathLike) -> str:
         recorded = [key for key in PROVENANCE_KEYS if key in g.attrs]
         lines.append("provenance:" if recorded else "provenance: none recorded")
         lines.extend(f"  {key}: {_short(g.attrs[key], 300)}" for key in recorded)
+        if "resumes" in g.attrs:
+            lines.append(f"  resumes: {_short(g.attrs['resumes'], 300)}")
     return "\n".join(lines)
 
 

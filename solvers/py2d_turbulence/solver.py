@@ -410,6 +410,8 @@ def file_attrs(cfg: Py2DConfig, argv: list[str] | None) -> dict:
         "n_trajectories": int(cfg.n_trajectories),
         "sample_order": "time-major: sample i = frame * n_trajectories + trajectory",
     }
+    if cfg.ic_file:
+        attrs["ic_source"] = driver.ic_source(cfg.ic_file)  # path, size, sha256 (and the run that wrote it)
     if cfg.sgs != "none":
         attrs["sgs"] = cfg.sgs
         attrs["sgs_filter_width"] = les.default_width(cfg.NX)
