@@ -12,10 +12,12 @@ Layout (format "gust", version "1.1"):
                               a 1.0 file, which saved the state with every commit, is read as counts = /progress,
                               and a writer resuming one must keep doing so: `records_state_counts` is False)
     /progress                 int64 [n_samples_written, n_diag_written, n_state_saves] -- the commit record
-    root attrs                format, format_version, complete, stop_reason, plus the caller's attrs
+    root attrs                format, format_version, complete, stop_reason, resumes (JSON list, one record per
+                              resume; absent before the first), plus the caller's attrs
 
 Crash safety: every group, dataset (with early space allocation) and attribute, placeholders included,
-is created and flushed before the file appears under its final name. While a run goes on only the raw
+is created and flushed before the file appears under its final name. Attributes change only when a run is
+resumed (the `resumes` record, before any data) and at `finalize`. While a run goes on only the raw
 data of those contiguous datasets is written; `commit()` flushes the data and only then writes the new
 counters into /progress and flushes again. Readers trust /progress alone, so a process killed at any
 moment (SIGKILL, OOM killer, preemption) leaves a file that opens, validates and exposes exactly the
