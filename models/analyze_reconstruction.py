@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from solvers.common.atomic import atomic_text, atomic_write, file_sha256
+from solvers.common.atomic import atomic_text, atomic_write, file_sha256, remove_temporaries
 from solvers.common.cli import (
     OneLineArgumentParser,
     add_trained_run_flags,
@@ -678,11 +678,16 @@ def write_outputs(out: Path, acc: Accumulator, plan: SpectrumPlan, metrics: dict
         files.append(SPECTRA_PLOT)
     files += [f"panels_{f}.png" for f in acc.fields] if acc.panels else []
     metrics["files"] = files
-    if overwrite:  # this tool's files from an earlier analysis that this one does not rewrite (other fields, ...)
-        ours = [out / n for n in (METRICS_FILE, SPECTRA_FILE, HIST_FILE, HIST_PLOT, SPECTRA_PLOT)]
-        for old in [*ours, *out.glob("panels_*.png")]:
+    names = (METRICS_FILE, SPECTRA_FILE, HIST_FILE, HIST_PLOT, SPECTRA_PLOT, "panels_*.png")
+    if overwrite:
+        # metrics.json, written last, marks a finished analysis: it goes first, so that a run killed while replacing
+        # the other files never leaves the old metrics beside new arrays; then the earlier analysis' files that this
+        # one does not rewrite (other fields, ...)
+        (out / METRICS_FILE).unlink(missing_ok=True)
+        for old in [p for n in names for p in out.glob(n)]:
             if old.name not in files:
                 old.unlink(missing_ok=True)
+    remove_temporaries(out, names)  # of writes a killed run left unfinished
     _npz(out / SPECTRA_FILE, arrays, overwrite)
     _npz(out / HIST_FILE, hist, overwrite)
     if spectra:

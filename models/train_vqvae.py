@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 from dataloaders import BatchLoader, FieldStats, GustDataset, batch_sharding, compute_stats
-from solvers.common.atomic import atomic_text, atomic_write, file_sha256
+from solvers.common.atomic import atomic_text, atomic_write, file_sha256, remove_temporaries
 from solvers.common.cli import (
     OneLineArgumentParser,
     add_distributed_flags,
@@ -547,9 +547,13 @@ def _plot(path: Path, records: list[dict]) -> None:
     plt.close(fig)
 
 
+_OUTPUTS = (MODEL_FILE, CONFIG_FILE, STATS_FILE, METRICS_FILE, PLOT_FILE, CKPT_POINTER, "ckpt_*.eqx")
+
+
 def _ours(output_dir: Path) -> list[Path]:
-    names = (MODEL_FILE, CONFIG_FILE, STATS_FILE, METRICS_FILE, PLOT_FILE, CKPT_POINTER)
-    return [output_dir / n for n in names] + sorted(output_dir.glob("ckpt_*.eqx"))
+    """This tool's files in ``output_dir`` (the temporaries of interrupted writes included)."""
+    found = [p for name in _OUTPUTS for p in output_dir.glob(name)]
+    return found + [p for name in _OUTPUTS for p in output_dir.glob(f".{name}.*.tmp")]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -625,7 +629,11 @@ def train(
             if sv != mine:
                 raise ValueError(f"--resume: --{k}={v!r} differs from the run in {out} ({k} = {json.dumps(sv)})")
     elif resume and nonempty:
-        raise ValueError(f"--resume: {out} has no {CKPT_POINTER}; use --overwrite to restart it")
+        if set(out.iterdir()) - set(_ours(out)):
+            raise ValueError(f"--resume: {out} has no {CKPT_POINTER} and holds other files; use --overwrite")
+        if main:  # killed before its first checkpoint: nothing to go on from (as a solver stopped in its spin-up)
+            print(f"{PROG}: {out} has no checkpoint yet (stopped before the first); starting it again", file=sys.stderr)
+        resume, overwrite = False, True
 
     train_ds = _open_data(config, config.sample_start, config.sample_stop, "training range")
     val_ds = None
@@ -697,6 +705,8 @@ def train(
             if overwrite:
                 for p in _ours(out):
                     p.unlink(missing_ok=True)
+            elif out.is_dir():
+                remove_temporaries(out, _OUTPUTS)  # of writes a killed run left unfinished
             out.mkdir(parents=True, exist_ok=True)
             atomic_text(out / STATS_FILE, json.dumps(stats.to_dict(), indent=1) + "\n")
 

@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import importlib
 import itertools
 import json
@@ -95,7 +96,7 @@ from typing import Any
 import numpy as np
 
 from solvers.common import hdf5_utils
-from solvers.common.atomic import atomic_text, file_sha256
+from solvers.common.atomic import atomic_text, file_sha256, remove_temporaries
 from solvers.common.cli import EXIT_RUN_FAILED, OneLineArgumentParser, report
 
 __all__ = [
@@ -553,6 +554,8 @@ def run_sweep(
         file = output_dir / p.file
         old = entries[p.point_id]
         say = functools.partial(note, p.point_id)
+        if file.parent.is_dir():  # what a killed run left while creating the point's file (it alone writes there)
+            remove_temporaries(file.parent, [glob.escape(file.name)])
         state, n_samples, stored = _file_state(file) if file.exists() else ("missing", 0, None)
         resume = overwrite_file = False
         if state == "complete":
@@ -734,7 +737,10 @@ def validate(target: str | Path, *, check_hash: bool = True) -> tuple[list[str],
             for f in sorted(top.rglob("*")):
                 rel = f.relative_to(root).as_posix()
                 if not f.is_dir() and rel not in known:
-                    problems.append(f"{rel}: unexpected file (not in the manifest)")
+                    if f.name.startswith(".") and f.name.endswith((".tmp", ".creating")):
+                        problems.append(f"{rel}: left by an interrupted write; rerunning the sweep removes it")
+                    else:
+                        problems.append(f"{rel}: unexpected file (not in the manifest)")
 
     done = [e for e in entries if e.get("status") == "complete"]
     per_split = {name: [0, 0] for name in sweep.get("split", {})}

@@ -313,6 +313,23 @@ def test_cli_end_to_end_on_the_tiny_trained_run(tiny_trained_run, py2d_tiny_data
     assert ar.main([*args, "--overwrite"]) == 0 and (out / "panels_omega.png").exists()
 
 
+def test_an_overwrite_killed_midway_never_leaves_the_old_metrics_beside_new_arrays(
+    tiny_trained_run, py2d_tiny_data, tmp_path, monkeypatch
+):
+    out = tmp_path / "analysis"
+    assert ar.main(args_for(tiny_trained_run, py2d_tiny_data, out, "--sample_stop", "9", "--n_panel", "0")) == 0
+    old_spectra = (out / "spectra.npz").read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ar, "plot_histograms", killed)  # killed after the new arrays, before metrics.json
+    args = args_for(tiny_trained_run, py2d_tiny_data, out, "--sample_start", "9", "--n_panel", "0", "--overwrite")
+    assert ar.main(args) == 130
+    assert (out / "spectra.npz").read_bytes() != old_spectra  # replaced ...
+    assert not (out / "metrics.json").exists()  # ... and the folder says it is unfinished
+
+
 @pytest.fixture(scope="module")
 def psi_only_file(tmp_path_factory):
     from solvers.py2d_turbulence.solver import Py2DConfig, run

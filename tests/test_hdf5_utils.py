@@ -251,6 +251,15 @@ def test_run_writes_only_raw_data(tmp_path):
 # refusing, foreign and malformed files
 
 
+def test_a_file_left_by_a_writer_killed_while_creating_is_removed_by_the_next(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    stale = tmp_path / f".run.h5.{child.pid}.creating"  # create_writer's temporary name, its process gone
+    stale.write_bytes(b"partial")
+    write_complete(tmp_path / "run.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
+
+
 def test_refuses_to_overwrite_existing_file(tmp_path):
     path = write_complete(tmp_path / "run.h5")
     content = path.read_bytes()

@@ -5,6 +5,9 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -178,6 +181,20 @@ def test_validator_reports_missing_and_unexpected_files(done, tmp_path, capsys):
         f"{e['file']}: missing",
         "files/stray.h5: unexpected file (not in the manifest)",
     ]
+
+
+def test_a_file_left_by_a_run_killed_while_creating_a_point_is_named_then_removed(done, tmp_path, capsys):
+    out = copy(done, tmp_path)
+    e = manifest(out / "manifest.json")["points"][0]
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    stale = (out / e["file"]).with_name(f".{Path(e['file']).name}.{child.pid}.creating")
+    stale.write_bytes(b"partial")  # hdf5_utils.create_writer's temporary, its process killed
+    assert sweep.main(["validate", str(out), "--no_hash"]) == 1
+    rel = stale.relative_to(out).as_posix()
+    assert f"{rel}: left by an interrupted write; rerunning the sweep removes it" in capsys.readouterr().out
+    assert run(out) == 0 and not stale.exists()
+    assert sweep.main(["validate", str(out)]) == 0
 
 
 def test_a_different_sweep_into_the_same_dir_is_refused(done, capsys):

@@ -404,6 +404,24 @@ def test_out_of_memory_is_one_line_exit_2(data, tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and "out of device memory: an allocation of 1.34e+05 GiB failed" in err, err
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again_under_resume(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "stats.json").write_text("{}")  # what a run killed during its first save leaves: no checkpoint.json
+    (out / ".ckpt_00000004.eqx.k3x.tmp").write_bytes(b"partial")
+    assert main(argv(data, out, "--resume", "--checkpoint_every", "4")) == 0
+    assert "has no checkpoint yet (stopped before the first); starting it again" in capsys.readouterr().err
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 6
+    assert not list(out.glob(".*"))  # the leftover temporary is gone
+    # a folder with files that are not a training run's is still refused
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(argv(data, other, "--resume")) == 2
+    assert "has no checkpoint.json and holds other files" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
 def test_existing_output_dir_is_refused_untouched(data, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_text", "atomic_write", "file_sha256"]
+__all__ = ["atomic_text", "atomic_write", "file_sha256", "remove_temporaries"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
@@ -44,6 +44,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_temporaries(folder: str | os.PathLike, names) -> list[Path]:
+    """Delete the temporary files that writes of ``names`` (file names or glob patterns, e.g. ``ckpt_*.eqx``) into
+    ``folder`` left behind when their process was killed: :func:`atomic_write`'s ``.NAME.*.tmp`` and
+    ``hdf5_utils.create_writer``'s ``.NAME.PID.creating``, the latter only where process PID is gone (this host's
+    PIDs). Call it only on a folder this process owns (its output folder). Returns what was deleted."""
+    folder = Path(folder)
+    removed = []
+    for name in names:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        for tmp in folder.glob(f".{name}.*.creating"):
+            pid = tmp.name.removesuffix(".creating").rsplit(".", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _umask() -> int:

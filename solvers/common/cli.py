@@ -278,14 +278,15 @@ def run_main(
 def tool_main(prog: str, parser: argparse.ArgumentParser, body, argv: list[str] | None) -> int:
     """The body of a CLI that is not a run (tokenizer, analysis): parse, ``text = body(args, argv)``, print it.
 
-    Errors from ``body`` are reported by :func:`report` (bad input: a one-line error and exit code 2).
+    Errors from ``body`` are reported by :func:`report` (bad input: a one-line error and exit code 2; Ctrl-C: one
+    line and exit code 130).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
         text = body(args, argv)
     except BaseException as err:
-        return report(prog, err)
+        return report(prog, err, "interrupted; every file is written whole or not at all: rerun to finish")
     print(text)
     return 0
 

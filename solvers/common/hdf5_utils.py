@@ -35,6 +35,7 @@ CLI:  python -m solvers.common.hdf5_utils info FILE
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import math
@@ -53,6 +54,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .atomic import remove_temporaries
 from .cli import EXIT_BAD_INPUT, OneLineArgumentParser, fail
 
 __all__ = [
@@ -579,6 +581,7 @@ def create_writer(
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such folder for {path.name}")
 
+    remove_temporaries(path.parent, [glob.escape(path.name)])  # what a run killed while creating this file left behind
     tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
     f = h5py.File(tmp, "w")  # default libver on purpose (see module docstring)
     try:
