@@ -18,7 +18,6 @@ batches (after one warm-up pass that compiles), in samples per second:
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 
 import equinox as eqx
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 
 from models.inference import encode_batch, load_trained, normalized_batches, open_matching
 from models.tokenizer import _batch_tokens, fit, tokenize
-from solvers.common.cli import OneLineArgumentParser, positive_int, tool_main
+from solvers.common.cli import OneLineArgumentParser, exit_process, positive_int, tool_main
 
 
 @eqx.filter_jit
@@ -107,4 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -34,6 +34,7 @@ import numpy as np
 from solvers.common.atomic import atomic_text, atomic_write
 from solvers.common.cli import (
     OneLineArgumentParser,
+    exit_process,
     nonnegative_float,
     positive_float,
     positive_int,
@@ -260,4 +261,4 @@ def validate(args, n: int, per: int, n_spin: int, n_avg: int, out: Path, argv) -
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from solvers.common.cli import OneLineArgumentParser, positive_float, report
+from solvers.common.cli import OneLineArgumentParser, exit_process, positive_float, report
 from solvers.common.hdf5_utils import open_dataset
 from solvers.py2d_turbulence import py2d_core as core
 from solvers.py2d_turbulence.schemes import SCHEMES
@@ -166,4 +166,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

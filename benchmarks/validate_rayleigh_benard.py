@@ -15,7 +15,6 @@ t ∈ [150, 300]; quoted in the issue): Nu ≈ 5.00 ± 0.10 at Ra = 1e5 on 128×
 from __future__ import annotations
 
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from solvers.common import hdf5_utils
 from solvers.common.cli import (
     OneLineArgumentParser,
+    exit_process,
     nonnegative_float,
     positive_float,
     report,
@@ -152,4 +152,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -29,9 +29,11 @@ CPU devices joined by `jax.distributed` (tests/test_dataloaders.py).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import queue
 import threading
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -333,6 +335,7 @@ class BatchLoader:
                 daemon=True,
             )
             self._thread.start()
+            _RUNNING.add(self)
         while True:
             try:
                 item = self._queue.get(timeout=1.0)
@@ -358,6 +361,7 @@ class BatchLoader:
         if self._thread is not None:
             self._thread.join()
         self._thread, self._stop, self._queue = None, None, None
+        _RUNNING.discard(self)
 
     def __enter__(self) -> BatchLoader:
         return self
@@ -368,3 +372,16 @@ class BatchLoader:
     def __del__(self) -> None:
         if getattr(self, "_stop", None) is not None:
             self._stop.set()
+
+
+# Loaders whose producer thread runs. A loader left open when the interpreter exits (e.g. inside a generator that an
+# exception, Ctrl-C, abandoned) would keep reading and calling JAX while the interpreter and XLA shut down under it,
+# which crashes the process (seen as exit 134/139 after a clean Ctrl-C message): they are stopped and joined first.
+_RUNNING: weakref.WeakSet[BatchLoader] = weakref.WeakSet()
+
+
+@atexit.register
+def close_running_loaders() -> None:
+    """Stop and join every running loader's threads (registered with ``atexit``; harmless to call at any time)."""
+    for loader in list(_RUNNING):
+        loader.close()

@@ -42,7 +42,6 @@ import functools
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +54,7 @@ from solvers.common.atomic import atomic_text, atomic_write, file_sha256, remove
 from solvers.common.cli import (
     OneLineArgumentParser,
     add_trained_run_flags,
+    exit_process,
     int_list,
     positive_int,
     scale_list,
@@ -862,4 +862,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("MPLBACKEND", "Agg")
-    sys.exit(main())
+    exit_process(main())

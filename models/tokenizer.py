@@ -61,7 +61,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -71,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvers.common.atomic import atomic_write, file_sha256
-from solvers.common.cli import OneLineArgumentParser, add_trained_run_flags, positive_int, tool_main
+from solvers.common.cli import OneLineArgumentParser, add_trained_run_flags, exit_process, positive_int, tool_main
 
 from .inference import (
     TrainedModel,
@@ -764,4 +763,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -51,6 +51,7 @@ from solvers.common.cli import (
     add_distributed_flags,
     check_seed,
     comma_list,
+    exit_process,
     int_list,
     run_main,
     scale_list,
@@ -871,4 +872,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

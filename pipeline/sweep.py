@@ -97,7 +97,7 @@ import numpy as np
 
 from solvers.common import hdf5_utils
 from solvers.common.atomic import atomic_text, file_sha256, remove_temporaries
-from solvers.common.cli import EXIT_RUN_FAILED, OneLineArgumentParser, report
+from solvers.common.cli import EXIT_RUN_FAILED, OneLineArgumentParser, exit_process, report
 
 __all__ = [
     "SOLVERS",
@@ -843,4 +843,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

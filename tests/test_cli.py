@@ -1,6 +1,11 @@
 """solvers.common.cli: file-system and out-of-memory errors become one line (exit code 2 in every CLI)."""
 
 import errno
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from solvers.common.cli import os_error_text, out_of_memory_text
 
@@ -37,3 +42,13 @@ def test_out_of_memory_is_recognised_in_the_cpu_and_gpu_wordings():
         "out of host memory: Unable to allocate 745. GiB for an array with shape (100000000001,) and data type "
         "float64; lower the sizes that set memory"
     )
+
+
+@pytest.mark.parametrize("code", [0, 2, 130])
+def test_exit_process_ends_with_the_code_and_flushes_what_was_printed(code):
+    """130 (Ctrl-C) ends the process at once (os._exit, no interpreter shutdown under JAX's threads): what was
+    printed before must still come out."""
+    script = f"from solvers.common.cli import exit_process\nprint('kept', end='')\nexit_process({code})\n"
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert out.returncode == code and out.stdout == "kept"

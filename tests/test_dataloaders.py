@@ -254,6 +254,36 @@ def test_drop_remainder_and_no_shuffle(files):
         assert [ids(b).tolist() for b in batches] == [list(range(0, 7)), list(range(7, 14)), list(range(14, 21))] * 2
 
 
+def test_a_loader_abandoned_mid_epoch_is_stopped_before_the_interpreter_exits(files):
+    """A generator holding an open loader, abandoned by an exception (Ctrl-C in a CLI), used to leave its reader
+    running into interpreter shutdown (exit 134/139 after the clean message): an atexit hook joins it first."""
+    child = textwrap.dedent(
+        f"""
+        import atexit
+        atexit.register(lambda: print("interpreter shutdown", flush=True))  # runs after handlers registered later
+        from dataloaders import BatchLoader, GustDataset, loader
+
+        close = loader.BatchLoader.close
+        def traced(self):
+            if self._thread is not None:
+                print("reader joined", flush=True)
+            close(self)
+        loader.BatchLoader.close = traced
+
+        def batches(ds):
+            with BatchLoader(ds, 2, epochs=None, prefetch=2) as it:
+                yield from it
+
+        ds = GustDataset({str(files["a"])!r}, "u")
+        gen = batches(ds)
+        next(gen)  # the reader runs; the generator is never closed
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["reader", "joined", "interpreter", "shutdown"], out.stdout
+
+
 def test_batches_stay_intact_after_later_batches_are_produced(files):
     # every batch is read into a fresh buffer: holding all of them until the end must not change any
     with GustDataset(files["a"], ["u", "v"]) as ds, BatchLoader(ds, 4, seed=1, epochs=3, prefetch=3) as loader:

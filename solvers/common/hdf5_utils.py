@@ -55,7 +55,7 @@ import h5py
 import numpy as np
 
 from .atomic import remove_temporaries
-from .cli import EXIT_BAD_INPUT, OneLineArgumentParser, fail
+from .cli import EXIT_BAD_INPUT, OneLineArgumentParser, exit_process, fail
 
 __all__ = [
     "FORMAT_NAME",
@@ -1390,4 +1390,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -9,9 +9,7 @@ the parameters and printed on stdout.
 
 from __future__ import annotations
 
-import sys
-
-from ..common.cli import SOLVER_RUN_OPTIONS, OneLineArgumentParser, add_run_flags, comma_list, run_main
+from ..common.cli import SOLVER_RUN_OPTIONS, OneLineArgumentParser, add_run_flags, comma_list, exit_process, run_main
 from . import les
 from .schemes import SCHEMES
 from .solver import FIELDS, IC_KINDS, Py2DConfig, run
@@ -122,4 +120,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -11,9 +11,7 @@ time-averaged Nusselt numbers are printed at the end.
 
 from __future__ import annotations
 
-import sys
-
-from ..common.cli import SOLVER_RUN_OPTIONS, OneLineArgumentParser, add_run_flags, comma_list, run_main
+from ..common.cli import SOLVER_RUN_OPTIONS, OneLineArgumentParser, add_run_flags, comma_list, exit_process, run_main
 from .solver import FIELDS, GRIDS, RBConfig, run
 
 PROG = "python -m solvers.rayleigh_benard.run_solver"
@@ -87,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())
