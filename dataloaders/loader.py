@@ -375,8 +375,8 @@ class BatchLoader:
 
 
 # Loaders whose producer thread runs. A loader left open when the interpreter exits (e.g. inside a generator that an
-# exception, Ctrl-C, abandoned) would keep reading and calling JAX while the interpreter and XLA shut down under it,
-# which crashes the process (seen as exit 134/139 after a clean Ctrl-C message): they are stopped and joined first.
+# exception abandoned) would keep reading and calling JAX while the interpreter and XLA shut down under it: they are
+# stopped and joined first. (The CLIs go further after Ctrl-C: see solvers.common.cli.exit_process.)
 _RUNNING: weakref.WeakSet[BatchLoader] = weakref.WeakSet()
 
 

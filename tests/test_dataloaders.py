@@ -255,8 +255,8 @@ def test_drop_remainder_and_no_shuffle(files):
 
 
 def test_a_loader_abandoned_mid_epoch_is_stopped_before_the_interpreter_exits(files):
-    """A generator holding an open loader, abandoned by an exception (Ctrl-C in a CLI), used to leave its reader
-    running into interpreter shutdown (exit 134/139 after the clean message): an atexit hook joins it first."""
+    """A generator holding an open loader, abandoned by an exception, used to leave its reader running into the
+    interpreter's shutdown: an atexit hook joins it first."""
     child = textwrap.dedent(
         f"""
         import atexit
