@@ -59,7 +59,7 @@ from models.train_vqvae import (
     train_step_for,
 )
 from solvers.common import hdf5_utils
-from solvers.common.cli import OneLineArgumentParser, choice_list, scale_list
+from solvers.common.cli import OneLineArgumentParser, choice_list, output_dir_problem, scale_list
 
 CASES = ("py2d", "rb")
 FIELD = {"py2d": "omega", "rb": "buoyancy"}
@@ -280,8 +280,8 @@ def main(argv=None) -> int:
         train_config(args, "checked-before-the-data-exists.h5", FIELD[cases[0]])
     except ValueError as e:
         p.error(str(e))
-    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        p.error(f"--output_dir {args.output_dir} exists and is not a directory")
+    if problem := output_dir_problem(args.output_dir):
+        p.error(problem)
     out = Path(args.output_dir)
     progress = not args.no_progress
     device = jax.devices()[0]

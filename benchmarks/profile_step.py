@@ -54,6 +54,7 @@ from solvers.common.cli import (
     fail,
     nonnegative_float,
     os_error_text,
+    output_dir_problem,
     positive_int,
     scale_list,
 )
@@ -378,13 +379,9 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     names = list(args.workloads)
+    if problem := output_dir_problem(args.output_dir):
+        p.error(problem)
     out = Path(args.output_dir)
-    if not str(args.output_dir).strip():
-        p.error("--output_dir must not be empty")
-    if out.exists() and not out.is_dir():
-        p.error(f"--output_dir {out} exists and is not a directory")
-    if out.is_symlink() and not out.exists():
-        p.error(f"--output_dir {out} is a broken symbolic link")
     previous = previous_profile(out) if out.is_dir() else []
     if previous and not args.overwrite:
         p.error(

@@ -22,7 +22,6 @@ if a run blows up (non-finite spectrum; nothing is written).
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from solvers.common.cli import (
     OneLineArgumentParser,
     exit_process,
     nonnegative_float,
+    output_dir_problem,
     positive_float,
     positive_int,
     report,
@@ -63,26 +63,6 @@ def reported_wavenumbers(kmax: int) -> list[int]:
         ks |= {k, 3 * k // 2}
         k *= 2
     return sorted(k for k in ks if 1 <= k <= kmax)
-
-
-def unwritable(text: str) -> str | None:
-    """Why --output_dir cannot be written (or made), or None: checked before the run, the folder is made after it."""
-    if not text.strip():  # Path("") is ".": the outputs would land in the working directory
-        return "--output_dir must not be empty"
-    out = Path(text)
-    if out.is_symlink() and not out.exists():
-        return f"--output_dir {out} is a broken symbolic link"
-    if out.exists() and not out.is_dir():
-        return f"--output_dir {out} exists and is not a directory"
-    probe = out.absolute()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"--output_dir {out} cannot be made: {probe} is not a directory"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        verb = "written" if probe == out.absolute() else "made"
-        return f"--output_dir {out} cannot be {verb}: {probe} is not writable"
-    return None
 
 
 def check_times(dt: float, t_spinup: float, t_avg: float, every: float) -> tuple[int, int, int]:
@@ -194,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         per, n_spin, n_avg = check_times(args.dt, args.t_spinup, args.t_avg, args.every)
     except ValueError as err:
         p.error(str(err))
-    if problem := unwritable(args.output_dir):
+    if problem := output_dir_problem(args.output_dir, writable=True):
         p.error(problem)
     out = Path(args.output_dir)
     existing = [name for name in OUTPUTS if (out / name).exists() or (out / name).is_symlink()]

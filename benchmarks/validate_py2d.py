@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from solvers.common.cli import OneLineArgumentParser, exit_process, positive_float, report
+from solvers.common.cli import OneLineArgumentParser, exit_process, output_dir_problem, positive_float, report
 from solvers.common.hdf5_utils import open_dataset
 from solvers.py2d_turbulence import py2d_core as core
 from solvers.py2d_turbulence.schemes import SCHEMES
@@ -115,11 +115,9 @@ def main(argv=None) -> int:
         cfg = steady_config(args.scheme, args.t_end)
     except ValueError as err:
         p.error(str(err).replace("--t_total", "--t_end"))
+    if problem := output_dir_problem(args.output_dir):
+        p.error(problem)
     out = Path(args.output_dir)
-    if not str(args.output_dir).strip():
-        p.error("--output_dir must not be empty")
-    if out.exists() and not out.is_dir():
-        p.error(f"--output_dir {out} exists and is not a directory")
     existing = [name for name in (cfg.output_name(), PNG) if (out / name).exists()]
     if existing and not args.overwrite:
         p.error(

@@ -25,6 +25,7 @@ from solvers.common.cli import (
     OneLineArgumentParser,
     exit_process,
     nonnegative_float,
+    output_dir_problem,
     positive_float,
     report,
 )
@@ -103,11 +104,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.t_avg_from < args.t_end:
         p.error(f"--t_avg_from must be below --t_end {args.t_end:g} (got {args.t_avg_from:g})")
+    if problem := output_dir_problem(args.output_dir):
+        p.error(problem)
     out = Path(args.output_dir)
-    if not str(args.output_dir).strip():
-        p.error("--output_dir must not be empty")
-    if out.exists() and not out.is_dir():
-        p.error(f"--output_dir {out} exists and is not a directory")
     try:  # every case, before the first one runs
         texts = args.cases.split(",")
         cases = [parse_case(c) for c in texts]

@@ -403,29 +403,32 @@ def create_tokenized_dataloader(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def tokens_to_indices(tokens, vocab: Vocabulary) -> list[np.ndarray]:
-    """Token sequences ``(B, L)`` → per-scale codebook index maps ``(B, h_k, w_k)`` int32 (all K scales)."""
+def check_tokens(tokens, vocab: Vocabulary) -> np.ndarray:
+    """``tokens`` as an array, or a ValueError unless it is ``(B, L)`` integers with each scale's positions in that
+    scale's token range (so all in [0, vocab_size)). Reads only minima and maxima: no copy of the tokens."""
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or tokens.shape[1] != vocab.seq_len or tokens.dtype.kind not in "iu":
         raise ValueError(f"tokens must be integers of shape (B, {vocab.seq_len}) (got {tokens.dtype} {tokens.shape})")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab.vocab_size):
         raise ValueError(f"tokens must lie in [0, {vocab.vocab_size}) (got {tokens.min()}..{tokens.max()})")
-    t2c, ranges, det = (
-        vocab.token_to_code,
-        vocab.ranges,
-        dict(zip(vocab.deterministic_scales, vocab.deterministic_codes, strict=True)),
-    )
+    for k, ((p, q), (start, end)) in enumerate(zip(vocab.positions, vocab.ranges, strict=True)):
+        t = tokens[:, p:q]
+        if t.size and (t.min() < start or t.max() >= end):
+            raise ValueError(f"scale-{k} tokens must lie in [{start}, {end}) (got {t.min()}..{t.max()})")
+    return tokens
+
+
+def tokens_to_indices(tokens, vocab: Vocabulary) -> list[np.ndarray]:
+    """Token sequences ``(B, L)`` → per-scale codebook index maps ``(B, h_k, w_k)`` int32 (all K scales)."""
+    tokens = check_tokens(tokens, vocab)
+    det = dict(zip(vocab.deterministic_scales, vocab.deterministic_codes, strict=True))
     b = tokens.shape[0]
     out = []
     for k, ((h, w), (p, q)) in enumerate(zip(vocab.scales, vocab.positions, strict=True)):
         if k in det:
             out.append(np.full((b, h, w), det[k], np.int32))
-            continue
-        t = tokens[:, p:q].astype(np.int64)
-        start, end = ranges[k]
-        if t.size and (t.min() < start or t.max() >= end):
-            raise ValueError(f"scale {k} tokens must lie in [{start}, {end}) (got {t.min()}..{t.max()})")
-        out.append(t2c[t].reshape(b, h, w).astype(np.int32))
+        else:
+            out.append(vocab.token_to_code[tokens[:, p:q].astype(np.int64)].reshape(b, h, w).astype(np.int32))
     return out
 
 
@@ -517,12 +520,7 @@ def save_tokenized_data(
 ) -> Path:
     """Write the tokens ``.npz`` atomically (``FileExistsError`` if ``path`` exists and not ``overwrite``)."""
     _check_vocab(trained, vocab)
-    tokens = np.asarray(tokens)
-    if tokens.ndim != 2 or tokens.shape[1] != vocab.seq_len:
-        raise ValueError(f"tokens must have shape (n_samples, {vocab.seq_len}) (got {tokens.shape})")
-    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab.vocab_size):
-        raise ValueError(f"tokens must lie in [0, {vocab.vocab_size})")
-    tokens_to_indices(tokens, vocab)  # each scale's positions hold that scale's range only (ValueError otherwise)
+    tokens = check_tokens(tokens, vocab)
     oov = np.zeros(vocab.n_scales, np.int64) if oov_counts is None else np.asarray(oov_counts, np.int64)
     cn = np.asarray(_l2_normalize(trained.model.quantizer.codebook), np.float32)
     arrays = {
@@ -602,12 +600,10 @@ def load_tokenized_data(path: str | os.PathLike) -> TokenizedData:
     tokens = a["indices_flat"]
     if tokens.ndim != 2 or tokens.shape[1] != vocab.seq_len or tokens.dtype != vocab.index_dtype():
         raise bad(f"indices_flat is {tokens.dtype} {tokens.shape}, expected {vocab.index_dtype()} (n, {vocab.seq_len})")
-    if tokens.size and tokens.max() >= vocab.vocab_size:
-        raise bad(f"indices_flat holds token {tokens.max()} >= vocab_size {vocab.vocab_size}")
-    for k, ((p, q), (start, end)) in enumerate(zip(vocab.positions, vocab.ranges, strict=True)):
-        t = tokens[:, p:q]  # each scale's positions hold only that scale's token range
-        if t.size and (t.min() < start or t.max() >= end):
-            raise bad(f"indices_flat holds scale-{k} tokens outside its range [{start}, {end})")
+    try:
+        check_tokens(tokens, vocab)
+    except ValueError as err:
+        raise bad(f"indices_flat: {err}") from None
     cb = a["codebook"]
     if cb.ndim != 2 or cb.shape[0] != vocab.vocab_size or cb.dtype != np.float32:
         raise bad(f"codebook is {cb.dtype} {cb.shape}, expected float32 ({vocab.vocab_size}, D)")

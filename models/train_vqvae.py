@@ -665,11 +665,15 @@ def train(
         if config.has_val:
             val_ds = _open_data(config, config.val_start or 0, config.val_stop, "validation range")
             _stats_or_fail(val_ds, "validation range")
-        prov, resumes = provenance(argv), []
-        if ckpt_info is not None:  # the run keeps its first start's provenance; each resume is added to a list
-            now = {k: prov[k] for k in RESUME_KEYS}
-            resumes = [*saved.get("resumes", []), {"step": int(ckpt_info["step"]), **now}]
+        prov, resumes, data_source = provenance(argv), [], gf.identity()
+        if ckpt_info is not None:  # the run keeps its first start's provenance and data source; each resume is listed
+            entry = {"step": int(ckpt_info["step"]), **{k: prov[k] for k in RESUME_KEYS}}
+            first = saved.get("data_source")
+            if first is not None and {k: first.get(k) for k in data_source} != data_source:
+                entry["data_source"] = data_source  # the file was replaced (by one with equal statistics)
+            resumes = [*saved.get("resumes", []), entry]
             prov = {k: saved[k] for k in prov if k in saved} if "code_version" in saved else prov
+            data_source = first or data_source
 
         sharding = batch_sharding()
         replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
@@ -717,11 +721,6 @@ def train(
 
         grid = gf.grid
         data_grid = {"length_y": grid.length_y, "length_x": grid.length_x, "fingerprint": grid.fingerprint()}
-        data_source = gf.identity()
-        if ckpt_info is not None and saved.get("data_source"):  # the first start's source stays; a replaced file
-            if {k: saved["data_source"].get(k) for k in data_source} != data_source:  # (equal statistics) is noted
-                resumes[-1]["data_source"] = data_source
-            data_source = saved["data_source"]
         saved_step = step if ckpt_info is not None else None  # the last checkpoint's step (kept if it diverges)
 
         def check_finite(loss: float | None = None) -> None:

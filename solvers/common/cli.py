@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 EXIT_BAD_INPUT = 2
@@ -208,6 +209,29 @@ def out_of_memory_text(err: Exception) -> str | None:
     )
 
 
+def output_dir_problem(text: str, *, writable: bool = False) -> str | None:
+    """Why ``--output_dir text`` cannot be used, or None: empty (``Path("")`` is the working directory), a broken
+    symbolic link, or an existing non-directory; with ``writable``, also a folder that cannot be made or written
+    (for tools that check before a long computation and make the folder after it)."""
+    if not str(text).strip():
+        return "--output_dir must not be empty"
+    out = Path(text)
+    if out.is_symlink() and not out.exists():
+        return f"--output_dir {text} is a broken symbolic link"
+    if out.exists() and not out.is_dir():
+        return f"--output_dir {text} exists and is not a directory"
+    if writable:
+        probe = out.absolute()
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"--output_dir {text} cannot be made: {probe} is not a directory"
+        if not os.access(probe, os.W_OK | os.X_OK):
+            verb = "written" if probe == out.absolute() else "made"
+            return f"--output_dir {text} cannot be {verb}: {probe} is not writable"
+    return None
+
+
 def exit_process(code: int) -> NoReturn:
     """End a CLI process (its ``__main__``) with ``code``. After Ctrl-C (130) it ends at once, stdio flushed, without
     the interpreter's shutdown: every output is closed by then, and a shutdown that runs while JAX/XLA threads of the
@@ -258,14 +282,10 @@ def run_main(
     args = parser.parse_args(argv)
     if args.overwrite and args.resume:
         return fail(prog, "--overwrite and --resume exclude each other; pick one")
-    if not str(args.output_dir).strip():
-        return fail(prog, "--output_dir must not be empty")
     if check is not None and (problem := check(args)):
         return fail(prog, problem)
-    if os.path.islink(args.output_dir) and not os.path.exists(args.output_dir):
-        return fail(prog, f"--output_dir {args.output_dir} is a broken symbolic link")
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        return fail(prog, f"--output_dir {args.output_dir} exists and is not a directory")
+    if problem := output_dir_problem(args.output_dir):
+        return fail(prog, problem)
     try:
         fields = config_cls.__dataclass_fields__
         cfg = config_cls(**{k: v for k, v in vars(args).items() if k in fields and v is not None})

@@ -66,8 +66,8 @@ def name_stem(path: str | os.PathLike, keep: int = 32) -> str:
     return f"{stem[:keep]}-{hashlib.sha1(stem.encode()).hexdigest()[:8]}"
 
 
-def ic_source(path: str | os.PathLike) -> str:
-    """Provenance of an ``--ic_file`` (a JSON object for the output's ``ic_source`` attribute): absolute path, size,
+def ic_source(path: str | os.PathLike) -> dict[str, Any]:
+    """Provenance of an ``--ic_file`` (for the output's ``ic_source`` attribute, as JSON): absolute path, size,
     sha256 of the whole file and, for a Gust file, the run that wrote it (:meth:`GustFile.identity`)."""
     path = Path(path)
     record: dict[str, Any] = {"path": str(path.resolve()), "size_bytes": path.stat().st_size}
@@ -75,7 +75,7 @@ def ic_source(path: str | os.PathLike) -> str:
     if path.suffix == ".h5":
         with hdf5_utils.open_dataset(path) as f:
             record.update({k: v for k, v in f.identity().items() if k not in record})
-    return json.dumps(record)
+    return record
 
 
 def as_steps(value: float, dt: float, name: str, allow_zero: bool = False) -> int:

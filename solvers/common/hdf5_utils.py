@@ -842,15 +842,12 @@ class GustWriter:
         """Append ``record`` (JSON-serialisable: who resumed the run, when, from where) to the root attribute
         ``resumes``, a JSON list; the run's own provenance attributes stay those of its first start."""
         f = self._file()
+        old = f.attrs.get("resumes", "[]")
         try:
-            text = json.dumps(record)
+            text = json.dumps([*json.loads(old.decode() if isinstance(old, bytes) else old), record])
         except (TypeError, ValueError) as exc:
             raise ValueError(f"record_resume: the record is not JSON-serialisable ({exc})") from None
-        old = f.attrs.get("resumes")
-        old = old.decode() if isinstance(old, bytes) else old
-        records = json.loads(old) if isinstance(old, str) and old else []
-        records.append(json.loads(text))
-        f.attrs["resumes"] = self.attrs["resumes"] = json.dumps(records)
+        f.attrs["resumes"] = self.attrs["resumes"] = text
         f.flush()
 
     def finalize(self, complete: bool = True, stop_reason: str = "completed") -> None:
@@ -1093,8 +1090,9 @@ class GustFile:
         f = self._open()
         return {name: f["diagnostics"][name][: self.n_diag] for name in ["time", *self.diagnostic_names]}
 
-    def read_state(self) -> tuple[dict[str, np.ndarray], int, float]:
-        """The latest committed solver state: (arrays, step, time). GustFormatError if none.
+    def read_state(self, names: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], int, float]:
+        """The latest committed solver state: (arrays, step, time), the arrays ``names`` only (default all; ``()``
+        reads just step and time). GustFormatError if none.
 
         The commit record is read again here: a writer that has committed since this file was opened writes its next
         state into the slot this reader would otherwise take for the latest (only committed states are returned)."""
@@ -1104,7 +1102,7 @@ class GustFile:
         if offset is not None and self._fd is not None:
             raw = os.pread(self._fd, progress.dtype.itemsize * 3, offset)
             n_saves = max(n_saves, int(np.frombuffer(raw, dtype=progress.dtype)[2]))
-        return _read_state(f, self.path, self._state_names, n_saves)
+        return _read_state(f, self.path, self._state_names if names is None else list(names), n_saves)
 
     def field_stats(self, field: str) -> dict[str, float]:
         """The mean/std/min/max attributes recorded at finalize (NaN before)."""

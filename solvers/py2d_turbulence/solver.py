@@ -411,7 +411,7 @@ def file_attrs(cfg: Py2DConfig, argv: list[str] | None) -> dict:
         "sample_order": "time-major: sample i = frame * n_trajectories + trajectory",
     }
     if cfg.ic_file:
-        attrs["ic_source"] = driver.ic_source(cfg.ic_file)  # path, size, sha256 (and the run that wrote it)
+        attrs["ic_source"] = json.dumps(driver.ic_source(cfg.ic_file))  # path, size, sha256, the run that wrote it
     if cfg.sgs != "none":
         attrs["sgs"] = cfg.sgs
         attrs["sgs_filter_width"] = les.default_width(cfg.NX)

@@ -503,9 +503,9 @@ def file_attrs(cfg: RBConfig, argv) -> dict:
         "sample_order": "time-major: sample i = frame * n_trajectories + trajectory",
     }
     if cfg.ic_file:  # path, size, sha256, the run that wrote it, and the time of its latest state (the one used)
-        source = json.loads(driver.ic_source(cfg.ic_file))
+        source = driver.ic_source(cfg.ic_file)
         with hdf5_utils.open_dataset(cfg.ic_file) as f:
-            _, source["state_step"], source["state_time"] = f.read_state()
+            _, source["state_step"], source["state_time"] = f.read_state(names=())
         attrs["ic_source"] = json.dumps(source)
     attrs.update(hdf5_utils.provenance(argv))
     return attrs
