@@ -18,8 +18,10 @@ For each case it
    compilation: ms per step and samples/s, next to the forward pass alone (encode → quantise → decode) for scale,
    in the training's ``--compute_dtype`` and in every other dtype of ``--throughput_dtypes`` (side by side in one
    run: the mixed-precision speed-up is their ratio);
-3. trains ``--steps`` steps (or, with ``--train_seconds S``, as many as the measured step time fits in S seconds,
-   capped at ``--steps``; the schedule is set for that count before training starts) with
+3. trains ``--steps`` steps (or, with ``--train_seconds S``, as many as the measured step time fits in S seconds
+   less the step's measured compilation,
+   capped at ``--steps``; the schedule is set for that count before training starts, and training stops at
+   1.25 S of wall time at the latest, with a checkpoint, reporting the steps it took) with
    ``models.train_vqvae.train`` into ``--output_dir/<case>/run`` (a normal run directory: model.eqx, config.txt,
    metrics.jsonl, loss.png; the tokenizer and analysis CLIs read it);
 4. evaluates on the held-out file: relative L2 error ‖x̂ − x‖ / ‖x‖ over all held-out samples in physical units
@@ -62,6 +64,7 @@ from solvers.common import hdf5_utils
 from solvers.common.cli import OneLineArgumentParser, choice_list, output_dir_problem, scale_list
 
 CASES = ("py2d", "rb")
+TRAIN_SLACK = 1.25  # --train_seconds S: training stops at this many times S of wall time at the latest
 FIELD = {"py2d": "omega", "rb": "buoyancy"}
 
 
@@ -95,7 +98,7 @@ def make_data(case: str, data_dir: Path, progress: bool, py2d_trajectories: int 
 
 def time_steps(config: TrainConfig, shape: tuple[int, int], bc: tuple[str, str], n: int) -> dict:
     """ms per training step and per forward pass on a resident random batch (after one compiling call), both in
-    ``config.compute_dtype``."""
+    ``config.compute_dtype``, and the seconds of the step's compiling call."""
     mconfig = model_config(config, *shape, *bc)
     model = make_model(mconfig, jax.random.PRNGKey(0))
     opt = make_optimizer(config, eqx.filter(model, eqx.is_inexact_array))
@@ -105,8 +108,12 @@ def time_steps(config: TrainConfig, shape: tuple[int, int], bc: tuple[str, str],
     step = train_step_for(config, opt)
     forward = eqx.filter_jit(lambda m, x: jax.vmap(with_compute_dtype(m, config.compute_dtype))(x)[0])
 
+    compile_s = []
+
     def timed(fn):
+        t0 = time.perf_counter()
         jax.block_until_ready(fn(0))  # compile
+        compile_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for i in range(n):
             out = fn(i + 1)
@@ -128,6 +135,7 @@ def time_steps(config: TrainConfig, shape: tuple[int, int], bc: tuple[str, str],
         "samples_per_s": config.batch_size / t_step,
         "ms_per_forward": 1e3 * t_fwd,
         "step_over_forward": t_step / t_fwd,
+        "compile_s": compile_s[0],  # the step's first call: compilation (or a cache load) and one step
         "n_params": int(n_params),
     }
 
@@ -310,8 +318,24 @@ def main(argv=None) -> int:
             for d in dtypes
         }
         speed = by_dtype[config.compute_dtype]
+        # the step times now, before training: a stage killed at its limit still leaves them in its log
+        print(f"\n{case}: training step, batch {args.batch_size} (resident random batch, after compilation):")
+        for d, sp in by_dtype.items():
+            print(
+                f"  {d}: {sp['ms_per_step']:.1f} ms/step ({sp['samples_per_s']:.1f} samples/s), forward "
+                f"{sp['ms_per_forward']:.1f} ms (step/forward {sp['step_over_forward']:.2f}), compiling call "
+                f"{sp['compile_s']:.1f} s"
+                + (
+                    ""
+                    if d == config.compute_dtype
+                    else f"; step time {d} / {config.compute_dtype} = {sp['ms_per_step'] / speed['ms_per_step']:.2f}"
+                ),
+                flush=True,
+            )
+        deadline = None
         if args.train_seconds is not None:
-            fit = int(args.train_seconds / (1e-3 * speed["ms_per_step"]))
+            # training compiles its step again (or loads it from the persistent cache): that time is not for steps
+            fit = int(max(0.0, args.train_seconds - speed["compile_s"]) / (1e-3 * speed["ms_per_step"]))
             steps = max(1, min(args.steps, fit))
             config = dataclasses.replace(
                 config,
@@ -320,18 +344,22 @@ def main(argv=None) -> int:
                 log_every=max(1, steps // 50),
                 checkpoint_every=max(1, steps // 4),
             )
+            # the real loop can be slower than the resident-batch step (an H100 run: 31 against 22.3 ms), so training
+            # also stops at TRAIN_SLACK × S of wall time, compilation included, and reports the steps it took
+            deadline = time.monotonic() + TRAIN_SLACK * args.train_seconds
+        planned = config.steps
         t0 = time.perf_counter()
-        if done:
-            config = dataclasses.replace(config, steps=read_settings((run_dir / "config.txt").read_text())["step"])
-        else:
-            train(config, run_dir, overwrite=True, progress=progress)
+        if not done:
+            train(config, run_dir, overwrite=True, progress=progress, deadline=deadline)
         wall = time.perf_counter() - t0
+        steps_done = read_settings((run_dir / "config.txt").read_text())["step"]
         quality = evaluate(run_dir, test_path, args.batch_size)
         res = {
             "field": FIELD[case],
             "shape": list(shape),
             "n_train": n_train,
-            "steps": config.steps,
+            "steps": steps_done,
+            "planned_steps": None if done else planned,
             "batch_size": args.batch_size,
             "train_wall_s": None if done else wall,
             "compute_dtype": config.compute_dtype,
@@ -347,17 +375,11 @@ def main(argv=None) -> int:
         print(
             f"model {res['n_params']:,} parameters, batch {args.batch_size}: {res['ms_per_step']:.1f} ms/step "
             f"({res['samples_per_s']:.1f} samples/s), forward {res['ms_per_forward']:.1f} ms "
-            f"(step/forward {res['step_over_forward']:.2f}); {config.steps} steps"
+            f"(step/forward {res['step_over_forward']:.2f}); {steps_done} steps"
             + ("" if done else f" in {wall:.0f} s")
+            + (f", stopped at the time limit ({planned} planned)" if not done and steps_done < planned else "")
             + f" ({config.compute_dtype})"
         )
-        for d, sp in by_dtype.items():
-            if d != config.compute_dtype:
-                print(
-                    f"  {d}: {sp['ms_per_step']:.1f} ms/step ({sp['samples_per_s']:.1f} samples/s), forward "
-                    f"{sp['ms_per_forward']:.1f} ms; step time {d} / {config.compute_dtype} = "
-                    f"{sp['ms_per_step'] / speed['ms_per_step']:.2f}"
-                )
         print(
             f"held-out rel L2 {res['rel_l2']:.4f} (of the anomaly about the training mean: "
             f"{res['rel_l2_anomaly']:.4f}); {res['tokens_per_sample']} tokens, "

@@ -9,8 +9,12 @@
 # and its exit status to OUT_DIR/status.txt; the VQ-VAE benchmark keeps its runs in OUT_DIR/vqvae (results.json).
 # XLA's persistent compilation cache (OUT_DIR/jax_cache unless JAX_COMPILATION_CACHE_DIR is set) lets repeated
 # compilations of the same program (the VQ-VAE step in the throughput timing and in training) load instead.
-# Bad settings (no OUT_DIR, BUDGET_S not a positive whole number of seconds, QUICK not 0 or 1) stop it before any
-# stage with one line on stderr and exit code 2.
+# STAGES=a,b,... runs only those stages, in the order given (a device session too short for every stage puts first
+# what it needs most); VQ_TRAIN_S=S trains the vqvae_py2d stage for S seconds instead of the default (130 s on the
+# GPU), and that stage's limit grows with it.
+# Bad settings (no OUT_DIR, BUDGET_S not a positive whole number of seconds, QUICK not 0 or 1, an unknown or repeated
+# stage in STAGES, VQ_TRAIN_S not a positive whole number) stop it before any stage with one line on stderr and exit
+# code 2.
 set -u
 prog="bash benchmarks/run_all.sh"
 die() { # die MESSAGE: the one-line error of every Gust CLI, exit code 2 (bad input)
@@ -27,6 +31,22 @@ quick=${QUICK:-0}
 scale=$((quick == 1 ? 3 : 1))
 budget=${BUDGET_S:-$((quick == 1 ? 1800 : 560))}
 [[ $budget =~ ^[1-9][0-9]{0,8}$ ]] || die "BUDGET_S must be a positive whole number of seconds, no leading zero (got '$budget')"
+all_stages=(env py2d_goal rb profile vqvae_py2d tokenizer profile_state_every_frame py2d_scan dataloader
+    dataloader_4readers hdf5 vqvae_rb vqvae_floor)
+IFS=, read -r -a order <<<"${STAGES:-$(
+    IFS=,
+    echo "${all_stages[*]}"
+)}"
+((${#order[@]} > 0)) || die "STAGES must name at least one stage (one of: ${all_stages[*]})"
+declare -A seen=()
+for s in "${order[@]}"; do
+    [[ " ${all_stages[*]} " == *" $s "* ]] || die "unknown stage '$s' in STAGES (stages: ${all_stages[*]})"
+    [[ -z ${seen[$s]:-} ]] || die "stage '$s' is named twice in STAGES"
+    seen[$s]=1
+done
+vq_train_s=${VQ_TRAIN_S:-}
+[[ -z $vq_train_s || $vq_train_s =~ ^[1-9][0-9]{0,5}$ ]] ||
+    die "VQ_TRAIN_S must be a positive whole number of seconds, no leading zero (got '$vq_train_s')"
 [[ -e $out && ! -d $out ]] && die "OUT_DIR $out exists and is not a directory"
 mkdir -p -- "$out" || die "cannot create OUT_DIR $out"
 [[ $out == /* ]] || out=$PWD/$out # absolute: the default cache and every stage's paths do not depend on the cwd
@@ -85,30 +105,45 @@ else
     hdf5=(--samples 1000 --size 128 --batches 30 --repeats 2)
 fi
 
-stage env 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null;
-    python3 -c "import jax, equinox, optax, h5py, numpy; print(jax.devices(), jax.__version__, equinox.__version__,
-    optax.__version__, h5py.__version__, numpy.__version__)"'
-stage py2d_goal 90 python3 -m benchmarks.bench_py2d "${py2d_goal[@]}"
-stage rb 100 python3 -m benchmarks.bench_rayleigh_benard "${rb[@]}"
-# --overwrite: a rerun into the same OUT_DIR replaces the profiles, as it replaces every stage's log
-stage profile 150 python3 -m benchmarks.profile_step --output_dir "$out/profile" --overwrite "${prof[@]}"
-stage vqvae_py2d 300 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" --cases py2d \
-    --train_seconds "$vq_py2d_s" "${vq[@]}" "${vq_py2d[@]}"
-# OUT_DIR goes to the bash -c stages as "$1" (any characters, spaces included), their extra flags after it
-stage tokenizer 60 bash -c 'test=("$1"/vqvae/data/py2d_test/*.h5)
-    python3 -m benchmarks.bench_tokenizer --checkpoint "$1/vqvae/py2d/run/model.eqx" \
-    --config_path "$1/vqvae/py2d/run/config.txt" --data_path "${test[0]}" "${@:2}"' _ "$out" "${tok[@]}"
-# the "before" of the profile's py2d row: the full state saved with every frame, as before --state_seconds existed
-stage profile_state_every_frame 45 python3 -m benchmarks.profile_step --output_dir "$out/profile_state0" --overwrite \
-    "${prof[@]}" --workloads py2d --state_seconds 0
-stage py2d_scan 60 python3 -m benchmarks.bench_py2d "${py2d_scan[@]}"
-stage dataloader 40 python3 -m benchmarks.bench_dataloader "${loader[@]}"
-stage dataloader_4readers 40 python3 -m benchmarks.bench_dataloader "${loader[@]}" --workers 4
-stage hdf5 30 python3 -m benchmarks.bench_hdf5 "${hdf5[@]}"
-stage vqvae_rb 100 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" --cases rb \
-    --train_seconds "$vq_rb_s" "${vq[@]}"
-# issue 5's diagnostic, last (it runs when the budget allows): the ω run retrained with the decoder fed the free latent
-stage vqvae_floor 200 bash -c 'test=("$1"/vqvae/data/py2d_test/*.h5)
-    python3 -m benchmarks.vqvae_floor --like "$1/vqvae/py2d/run" --test_path "${test[0]}" \
-    -- --output_dir "$1/vqvae/py2d/floor" --overwrite --no_progress' _ "$out"
+[[ -n $vq_train_s ]] && vq_py2d_s=$vq_train_s
+# the ω stage's limit: its training's wall-time cap (1.25 × its seconds, bench_vqvae's TRAIN_SLACK) plus what the GPU
+# run needs around it: on an H100, 166 s for the data and the step timings in two dtypes (four compilations) before
+# training started, then the evaluation
+vq_py2d_limit=$((quick == 1 ? 300 : vq_py2d_s * 5 / 4 + 240))
+
+run_stage() { # run_stage NAME: one stage, with its limit in seconds
+    case $1 in
+    env) stage env 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null;
+        python3 -c "import jax, equinox, optax, h5py, numpy; print(jax.devices(), jax.__version__, equinox.__version__,
+        optax.__version__, h5py.__version__, numpy.__version__)"' ;;
+    py2d_goal) stage py2d_goal 90 python3 -m benchmarks.bench_py2d "${py2d_goal[@]}" ;;
+    rb) stage rb 150 python3 -m benchmarks.bench_rayleigh_benard "${rb[@]}" ;;
+    # --overwrite: a rerun into the same OUT_DIR replaces the profiles, as it replaces every stage's log
+    profile) stage profile 150 python3 -m benchmarks.profile_step --output_dir "$out/profile" --overwrite "${prof[@]}" ;;
+    vqvae_py2d) stage vqvae_py2d "$vq_py2d_limit" python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" \
+        --cases py2d --train_seconds "$vq_py2d_s" "${vq[@]}" "${vq_py2d[@]}" ;;
+    # OUT_DIR goes to the bash -c stages as "$1" (any characters, spaces included), their extra flags after it
+    tokenizer) stage tokenizer 60 bash -c 'test=("$1"/vqvae/data/py2d_test/*.h5)
+        python3 -m benchmarks.bench_tokenizer --checkpoint "$1/vqvae/py2d/run/model.eqx" \
+        --config_path "$1/vqvae/py2d/run/config.txt" --data_path "${test[0]}" "${@:2}"' _ "$out" "${tok[@]}" ;;
+    # the "before" of the profile's py2d row: the full state saved with every frame, as before --state_seconds existed
+    profile_state_every_frame) stage profile_state_every_frame 45 python3 -m benchmarks.profile_step \
+        --output_dir "$out/profile_state0" --overwrite "${prof[@]}" --workloads py2d --state_seconds 0 ;;
+    py2d_scan) stage py2d_scan 60 python3 -m benchmarks.bench_py2d "${py2d_scan[@]}" ;;
+    dataloader) stage dataloader 40 python3 -m benchmarks.bench_dataloader "${loader[@]}" ;;
+    dataloader_4readers) stage dataloader_4readers 40 python3 -m benchmarks.bench_dataloader "${loader[@]}" --workers 4 ;;
+    hdf5) stage hdf5 30 python3 -m benchmarks.bench_hdf5 "${hdf5[@]}" ;;
+    vqvae_rb) stage vqvae_rb 100 python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" --cases rb \
+        --train_seconds "$vq_rb_s" "${vq[@]}" ;;
+    # issue 5's diagnostic, last by default (it runs when the budget allows): the ω run retrained with the decoder fed
+    # the free latent
+    vqvae_floor) stage vqvae_floor "$((quick == 1 ? 200 : vq_py2d_s * 5 / 4 + 90))" bash -c 'test=("$1"/vqvae/data/py2d_test/*.h5)
+        python3 -m benchmarks.vqvae_floor --like "$1/vqvae/py2d/run" --test_path "${test[0]}" \
+        -- --output_dir "$1/vqvae/py2d/floor" --overwrite --no_progress' _ "$out" ;;
+    esac
+}
+
+for s in "${order[@]}"; do
+    run_stage "$s"
+done
 echo "total $(($(date +%s) - start)) s" | tee -a "$status"

@@ -16,7 +16,8 @@ Outputs in ``--output_dir`` (process 0 writes; every file is written to a tempor
   ``VQVAEConfig`` lines, every training hyperparameter, data source, fields, sample ranges, normalisation mean/std,
   code version and step, one ``key = JSON value`` per line); ``stats.json``: the ``FieldStats``.
 - ``metrics.jsonl``: one JSON line per logging step (loss parts, grad norm, learning rate, per-scale usage and
-  perplexity, validation loss when a validation range is given); ``loss.png``: the loss curves.
+  perplexity, validation loss when a validation range is given, ``elapsed_s``: wall seconds since this process
+  started its training loop); ``loss.png``: the loss curves.
 - ``checkpoint.json`` → ``ckpt_<step>.eqx``: model and optimiser state (``eqx.tree_serialise_leaves`` of the pair),
   step and the ``BatchLoader.state()``. The ``.eqx`` is written first, then the JSON pointer is replaced, then older
   ``.eqx`` files are removed: whenever the process dies, ``checkpoint.json`` names a complete file. ``--resume``
@@ -35,6 +36,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -592,10 +594,13 @@ def train(
     progress: bool = True,
     argv: list[str] | None = None,
     stop_after: int | None = None,
+    deadline: float | None = None,
     on_trace: Callable[[], None] | None = None,
 ) -> Path:
     """Train as ``config`` says into ``output_dir``; return it. ``stop_after``: stop (with a checkpoint) once this many
-    steps are done, as a killed run would; a later ``resume=True`` continues to ``config.steps``.
+    steps are done, as a killed run would; a later ``resume=True`` continues to ``config.steps``. ``deadline``: a
+    ``time.monotonic()`` value; once it has passed, stop the same way after the step in flight (a benchmark's time
+    budget: the run and its figures stay usable, and resumable, instead of being killed).
 
     Raises ValueError (bad input) or FileExistsError (output exists) before anything is written.
     """
@@ -758,8 +763,9 @@ def train(
                 saved_step = step
 
         bar = tqdm(total=config.steps, initial=step, disable=not (progress and main), desc="train_vqvae")
+        t_start = time.monotonic()
         with loader:
-            while step < end:
+            while step < end and (deadline is None or time.monotonic() < deadline):
                 batch = next(loader)
                 model, opt_state, counts, metrics = train_step(
                     model, opt_state, counts, batch, jnp.asarray(step + 1, jnp.int32)
@@ -768,6 +774,8 @@ def train(
                 if restart_due(step, config.restart_every):
                     restarted += int(metrics["restarted"])
                 if step % config.log_every == 0 or step == config.steps:  # not at a stop_after: a killed run logs none
+                    # elapsed_s: wall seconds since this process started its loop (compilation included; a resume
+                    # starts again from 0); differences between rows give the loop's real time per step
                     rec = {"step": step, "lr": float(schedule(step - 1)), "restarted": restarted}
                     restarted = 0
                     for k, v in metrics.items():
@@ -778,6 +786,7 @@ def train(
                     check_finite(rec["loss"])
                     if val_ds is not None:
                         rec["val_loss"] = _val_loss(model, val_ds, stats, config, replicated)
+                    rec["elapsed_s"] = round(time.monotonic() - t_start, 3)
                     records.append(rec)
                     usage = ",".join(f"{u:.2f}" for u in rec["usage"])
                     bar.set_postfix(loss=f"{rec['loss']:.4g}", usage=usage)

@@ -1,6 +1,7 @@
 """Benchmark CLIs refuse bad settings up front: one line, exit code 2 (nothing is timed, no data is made)."""
 
 import importlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -182,6 +183,9 @@ def test_run_all_refuses_bad_settings_before_any_stage(tmp_path):
     for env, needle in (
         ({"BUDGET_S": "10m"}, "BUDGET_S must be a positive whole number of seconds"),
         ({"QUICK": "2"}, "QUICK must be 0 (GPU sizes) or 1 (tiny sizes) (got '2')"),
+        ({"STAGES": "rb,bogus"}, "unknown stage 'bogus' in STAGES (stages: env py2d_goal rb "),
+        ({"STAGES": "rb,env,rb"}, "stage 'rb' is named twice in STAGES"),
+        ({"VQ_TRAIN_S": "0"}, "VQ_TRAIN_S must be a positive whole number of seconds"),
     ):
         out = tmp_path / "o u t"
         res = subprocess.run(
@@ -190,6 +194,19 @@ def test_run_all_refuses_bad_settings_before_any_stage(tmp_path):
         err = res.stderr.strip()
         assert res.returncode == 2 and len(err.splitlines()) == 1 and needle in err, err
         assert err.startswith("bash benchmarks/run_all.sh: error: ") and not out.exists()
+
+
+def test_run_all_runs_the_named_stages_in_the_given_order(tmp_path):
+    """STAGES picks the stages a short device session runs first; the others must not run at all."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run_all.sh"
+    out = tmp_path / "out"
+    env = {**os.environ, "QUICK": "1", "STAGES": "hdf5,env", "BUDGET_S": "300"}
+    res = subprocess.run(["bash", str(script), str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = (out / "status.txt").read_text().splitlines()
+    assert [ln.split()[0] for ln in lines] == ["hdf5", "env", "total"], lines
+    assert all(" rc=0 " in ln for ln in lines[:2]), lines
+    assert sorted(p.name for p in out.glob("*.log")) == ["env.log", "hdf5.log"]
 
 
 def test_bench_vqvae_refuses_to_reuse_a_run_of_other_settings(
@@ -210,6 +227,27 @@ def test_bench_vqvae_refuses_to_reuse_a_run_of_other_settings(
     assert exc.value.code == 2 and len(err.splitlines()) == 1, err
     assert f"{run_dir} was trained with other settings (" in err and " ch," in err and "--overwrite" in err, err
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+
+def test_bench_vqvae_stops_training_at_its_time_limit_and_still_reports(py2d_tiny_data, tmp_path, monkeypatch, capsys):
+    """--train_seconds S fits the step count from the resident-batch step time, but the real loop can be slower (an
+    H100 run: 31 against 22.3 ms per step, and the stage was killed before it reported anything): training stops at
+    1.25 S of wall time, and the figures describe the steps actually taken."""
+    speed = dict(ms_per_step=1e-3, samples_per_s=1e6, ms_per_forward=1e-3, step_over_forward=1.0, n_params=1)
+    speed["compile_s"] = 0.00099  # the schedule is fitted to what compilation leaves: 0.01 ms / 1 µs = 10 steps
+    monkeypatch.setattr(bench_vqvae, "make_data", lambda *a, **k: (Path(py2d_tiny_data), Path(py2d_tiny_data)))
+    monkeypatch.setattr(bench_vqvae, "time_steps", lambda *a, **k: dict(speed))
+    out = tmp_path / "bench"
+    flags = ["--cases", "py2d", "--ch", "8", "--ch_mult", "1,2", "--embed_dim", "4", "--codebook_size", "16"]
+    flags += ["--batch_size", "2", "--steps", "40", "--train_seconds", "0.001", "--no_progress"]
+    assert bench_vqvae.main(["--output_dir", str(out), *flags]) == 0
+    res = json.loads((out / "results.json").read_text())["cases"]["py2d"]
+    assert res["planned_steps"] == 10 and res["steps"] < 10, res
+    stdout = capsys.readouterr().out
+    assert "float32: 0.0 ms/step" in stdout.split("###")[0]  # the step time, printed before training
+    assert f"{res['steps']} steps in " in stdout and "stopped at the time limit (10 planned)" in stdout, stdout
+    saved = (out / "py2d" / "run" / "config.txt").read_text()
+    assert f"step = {res['steps']}" in saved and "steps = 10" in saved
 
 
 def test_validate_les_reports_only_resolved_wavenumbers():

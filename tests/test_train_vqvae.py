@@ -49,7 +49,12 @@ def tiny_config(data, **kw):
 
 
 def records(out):
-    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    """metrics.jsonl's rows without their wall time (``elapsed_s``, checked present and increasing), so that runs
+    can be compared row for row."""
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    times = [r.pop("elapsed_s") for r in rows]
+    assert all(t >= 0 for t in times), times
+    return rows
 
 
 def test_cli_end_to_end_writes_every_output_and_the_pair_reloads(data, tmp_path, capsys):
@@ -610,3 +615,21 @@ def test_a_stopped_and_resumed_run_logs_what_the_straight_run_logs(data, tmp_pat
     train(tiny_config(data, **kw), tmp_path / "split", progress=False, resume=True)
     assert [r["step"] for r in records(tmp_path / "straight")] == [4, 6]
     assert records(tmp_path / "split") == records(tmp_path / "straight")
+
+
+def test_a_deadline_stops_the_run_with_a_checkpoint_that_resumes_as_the_straight_run(data, tmp_path):
+    """A benchmark's time budget (``deadline``) stops training after the step in flight, as ``stop_after`` does: the
+    model and a checkpoint are saved, and a resume reaches the straight run's parameters."""
+    import time
+
+    kw = dict(steps=6, log_every=2, checkpoint_every=100)
+    train(tiny_config(data, **kw), tmp_path / "straight", progress=False)
+    train(tiny_config(data, **kw), tmp_path / "late", progress=False, deadline=time.monotonic() + 3600)
+    assert json.loads((tmp_path / "late" / "checkpoint.json").read_text())["step"] == 6
+    train(tiny_config(data, **kw), tmp_path / "past", progress=False, deadline=time.monotonic() - 1)
+    assert json.loads((tmp_path / "past" / "checkpoint.json").read_text())["step"] == 0
+    assert train_vqvae.read_settings((tmp_path / "past" / "config.txt").read_text())["step"] == 0
+    train(tiny_config(data, **kw), tmp_path / "past", progress=False, resume=True)
+    for name in ("model.eqx", "ckpt_00000006.eqx"):
+        assert (tmp_path / "past" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+    assert records(tmp_path / "past") == records(tmp_path / "straight")
