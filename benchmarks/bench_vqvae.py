@@ -344,8 +344,9 @@ def main(argv=None) -> int:
                 log_every=max(1, steps // 50),
                 checkpoint_every=max(1, steps // 4),
             )
-            # the real loop can be slower than the resident-batch step (an H100 run: 31 against 22.3 ms), so training
-            # also stops at TRAIN_SLACK × S of wall time, compilation included, and reports the steps it took
+            # the real loop can be slower than the resident-batch step (an H100 run: 32 ms per step, compilation
+            # included, against 22.3 ms), so training also stops at TRAIN_SLACK × S of wall time, compilation
+            # included, and reports the steps it took
             deadline = time.monotonic() + TRAIN_SLACK * args.train_seconds
         planned = config.steps
         t0 = time.perf_counter()

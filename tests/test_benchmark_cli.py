@@ -230,9 +230,9 @@ def test_bench_vqvae_refuses_to_reuse_a_run_of_other_settings(
 
 
 def test_bench_vqvae_stops_training_at_its_time_limit_and_still_reports(py2d_tiny_data, tmp_path, monkeypatch, capsys):
-    """--train_seconds S fits the step count from the resident-batch step time, but the real loop can be slower (an
-    H100 run: 31 against 22.3 ms per step, and the stage was killed before it reported anything): training stops at
-    1.25 S of wall time, and the figures describe the steps actually taken."""
+    """--train_seconds S fits the step count from the resident-batch step time less compilation, but the real loop
+    can be slower (an H100 run: 32 ms per step with compilation against 22.3, and the stage was killed before it
+    reported anything): training stops at 1.25 S of wall time, and the figures describe the steps actually taken."""
     speed = dict(ms_per_step=1e-3, samples_per_s=1e6, ms_per_forward=1e-3, step_over_forward=1.0, n_params=1)
     speed["compile_s"] = 0.00099  # the schedule is fitted to what compilation leaves: 0.01 ms / 1 µs = 10 steps
     monkeypatch.setattr(bench_vqvae, "make_data", lambda *a, **k: (Path(py2d_tiny_data), Path(py2d_tiny_data)))
