@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  model step, batches from memory          {1e3 * t_mem:9.2f} ms")
             print(
                 f"  model step, batches from BatchLoader     {1e3 * t_loader:9.2f} ms  "
-                f"(+{100 * (t_loader / t_mem - 1):.0f}%; {args.width} hidden channels, {args.steps} steps)"
+                f"({100 * (t_loader / t_mem - 1):+.0f}%; {args.width} hidden channels, {args.steps} steps)"
             )
             # the consumer's wait for the next batch, overlapping the step in flight (see the docstring)
             print(f"  consumer waiting in next()               {1e3 * waited / args.steps:9.2f} ms per step")
