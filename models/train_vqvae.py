@@ -47,7 +47,7 @@ import numpy as np
 import optax
 
 from dataloaders import BatchLoader, FieldStats, GustDataset, batch_sharding, compute_stats
-from solvers.common.atomic import atomic_text, atomic_write, file_sha256, remove_temporaries
+from solvers.common.atomic import atomic_text, atomic_write, file_sha256, remove_temporaries, temporary_files
 from solvers.common.cli import (
     OneLineArgumentParser,
     add_distributed_flags,
@@ -555,8 +555,7 @@ _OUTPUTS = (MODEL_FILE, CONFIG_FILE, STATS_FILE, METRICS_FILE, PLOT_FILE, CKPT_P
 
 def _ours(output_dir: Path) -> list[Path]:
     """This tool's files in ``output_dir`` (the temporaries of interrupted writes included)."""
-    found = [p for name in _OUTPUTS for p in output_dir.glob(name)]
-    return found + [p for name in _OUTPUTS for p in output_dir.glob(f".{name}.*.tmp")]
+    return [p for name in _OUTPUTS for p in output_dir.glob(name)] + temporary_files(output_dir, _OUTPUTS)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -774,8 +773,6 @@ def train(
                 if restart_due(step, config.restart_every):
                     restarted += int(metrics["restarted"])
                 if step % config.log_every == 0 or step == config.steps:  # not at a stop_after: a killed run logs none
-                    # elapsed_s: wall seconds since this process started its loop (compilation included; a resume
-                    # starts again from 0); differences between rows give the loop's real time per step
                     rec = {"step": step, "lr": float(schedule(step - 1)), "restarted": restarted}
                     restarted = 0
                     for k, v in metrics.items():
@@ -786,6 +783,8 @@ def train(
                     check_finite(rec["loss"])
                     if val_ds is not None:
                         rec["val_loss"] = _val_loss(model, val_ds, stats, config, replicated)
+                    # wall seconds since this process started its loop (compilation included; a resume starts again
+                    # from 0): differences between rows give the loop's real time per step
                     rec["elapsed_s"] = round(time.monotonic() - t_start, 3)
                     records.append(rec)
                     usage = ",".join(f"{u:.2f}" for u in rec["usage"])

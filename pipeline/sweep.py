@@ -96,7 +96,7 @@ from typing import Any
 import numpy as np
 
 from solvers.common import hdf5_utils
-from solvers.common.atomic import atomic_text, file_sha256, remove_temporaries
+from solvers.common.atomic import atomic_text, file_sha256, is_temporary, remove_temporaries
 from solvers.common.cli import EXIT_RUN_FAILED, OneLineArgumentParser, exit_process, report
 
 __all__ = [
@@ -737,7 +737,7 @@ def validate(target: str | Path, *, check_hash: bool = True) -> tuple[list[str],
             for f in sorted(top.rglob("*")):
                 rel = f.relative_to(root).as_posix()
                 if not f.is_dir() and rel not in known:
-                    if f.name.startswith(".") and f.name.endswith((".tmp", ".creating")):
+                    if is_temporary(f.name):
                         problems.append(f"{rel}: left by an interrupted write; rerunning the sweep removes it")
                     else:
                         problems.append(f"{rel}: unexpected file (not in the manifest)")

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_text", "atomic_write", "file_sha256", "remove_temporaries"]
+__all__ = ["atomic_text", "atomic_write", "file_sha256", "is_temporary", "remove_temporaries", "temporary_files"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
@@ -46,22 +46,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     return path
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is that of a write in progress (or of one a killed process left): :func:`atomic_write`'s
+    ``.NAME.*.tmp`` or ``hdf5_utils.create_writer``'s ``.NAME.PID.creating``."""
+    return name.startswith(".") and name.endswith((".tmp", ".creating"))
+
+
+def temporary_files(folder: str | os.PathLike, names) -> list[Path]:
+    """The temporary files (see :func:`is_temporary`) of writes of ``names`` (file names or glob patterns, e.g.
+    ``ckpt_*.eqx``) in ``folder``, whether their process still runs or not."""
+    folder = Path(folder)
+    return [tmp for name in names for suffix in ("tmp", "creating") for tmp in folder.glob(f".{name}.*.{suffix}")]
+
+
 def remove_temporaries(folder: str | os.PathLike, names) -> list[Path]:
     """Delete the temporary files that writes of ``names`` (file names or glob patterns, e.g. ``ckpt_*.eqx``) into
     ``folder`` left behind when their process was killed: :func:`atomic_write`'s ``.NAME.*.tmp`` and
     ``hdf5_utils.create_writer``'s ``.NAME.PID.creating``, the latter only where process PID is gone (this host's
     PIDs). Call it only on a folder this process owns (its output folder). Returns what was deleted."""
-    folder = Path(folder)
     removed = []
-    for name in names:
-        for tmp in folder.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-        for tmp in folder.glob(f".{name}.*.creating"):
+    for tmp in temporary_files(folder, names):
+        if tmp.name.endswith(".creating"):
             pid = tmp.name.removesuffix(".creating").rsplit(".", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
     return removed
 
 
