@@ -4,8 +4,9 @@
         [--rb_grid 512x128] [--vq_size 128] [--vq_batch 32] [--frames 8] [--vq_steps 40] [--precision float32]
         [--state_seconds 60] [--vq_compute_dtype float32] [--overwrite]
 
-For each workload it runs the real entry point twice (``JAX_COMPILATION_CACHE_DIR`` spares the second call the XLA
-compilation):
+For each workload it runs the real entry point four times (``JAX_COMPILATION_CACHE_DIR`` spares the later calls the
+XLA compilation): once to compile, twice untimed by the profiler (``--frames`` and twice as many frames or steps: their
+difference is the marginal cost per step in production, without the runs' fixed costs), then traced:
 
 - ``py2d``: ``solvers.py2d_turbulence.solver.run`` at ``--py2d_n``², ab2cn, frames of 100 steps;
 - ``rb``: ``solvers.rayleigh_benard.solver.run`` at ``--rb_grid``, Ra = 1e8, fixed dt, frames of 100 steps, four
@@ -14,7 +15,8 @@ compilation):
   with the model of ``run_all.sh``'s ``vqvae_py2d`` stage (ch 32, ch_mult 1,2,2, D = 4, V = 256) and the encoder's
   and decoder's arithmetic in ``--vq_compute_dtype`` (bfloat16: mixed precision, as that stage trains).
 
-The second call is traced with ``jax.profiler.trace`` (Perfetto JSON). The step program is the XLA module with the
+The last call is traced with ``jax.profiler.trace`` (Perfetto JSON; device and runtime events, the Python tracer off
+as it slows the host work being measured). The step program is the XLA module with the
 most device events (the solver's chunk, the training step); its span in the trace is the production loop, whose
 time per step is set next to the bare step loop (as ``bench_py2d`` / ``bench_rayleigh_benard`` time it: a jitted
 ``fori_loop`` of the step, no output), so the table shows what the production path adds (HDF5 writes, device→host
@@ -162,20 +164,37 @@ def summarize(trace_dir: Path, wall_s: float, steps: int) -> dict:
     }
 
 
+def trace_options() -> jax.profiler.ProfileOptions:
+    """Device and runtime events only. JAX's default also runs the Python tracer, which records every Python call and
+    return: it slows the host side of the loop being measured (on this repository's CPU it added about 45% to the
+    host work of a 256² py2d frame: HDF5 writes, checks, commit) and :func:`summarize` uses none of its events."""
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0
+    return options
+
+
+def _timed(run) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
 def profile(make_run, units: int, steps_per_unit: int, trace_dir: Path) -> dict:
     """Trace a production run of ``units`` units (frames or training steps) of ``steps_per_unit`` steps each.
 
-    ``make_run(u)`` returns a callable that runs ``u`` units; a first call compiles (and fills the persistent
-    compilation cache), the second is traced.
+    ``make_run(u)`` returns a callable that runs ``u`` units. A first call compiles (and fills the persistent
+    compilation cache); then runs of ``units`` and ``2 units`` are timed without the profiler, whose difference is
+    the marginal cost of a unit in production, free of each run's fixed costs (set-up, compilation-cache loads, the
+    first frame, closing the file) and of any profiler overhead (``untraced_ms_per_step``); the last call is traced.
     """
     make_run(units)()
+    once, twice = _timed(make_run(units)), _timed(make_run(2 * units))
     if trace_dir.exists():
         shutil.rmtree(trace_dir)
-    with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
-        t0 = time.perf_counter()
-        make_run(units)()
-        wall = time.perf_counter() - t0
-    return summarize(trace_dir, wall, units * steps_per_unit)
+    with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True, profiler_options=trace_options()):
+        wall = _timed(make_run(units))
+    steps = units * steps_per_unit
+    return summarize(trace_dir, wall, steps) | {"untraced_ms_per_step": 1e3 * (twice - once) / steps}
 
 
 PY2D_PER_FRAME, PY2D_DT = 100, 5e-5  # frames of 100 ab2cn steps
@@ -414,7 +433,8 @@ def main(argv=None) -> int:
             (out / "profile.json").write_text(json.dumps(results, indent=1) + "\n")
             bare = f", bare step loop {res['bare_ms']:.3f} ms" if res["bare_ms"] is not None else ""
             print(
-                f"\n### {res['label']}\nproduction loop {res['loop_ms_per_step']:.3f} ms/step{bare}; step program "
+                f"\n### {res['label']}\nproduction loop {res['loop_ms_per_step']:.3f} ms/step in the trace, "
+                f"{res['untraced_ms_per_step']:.3f} ms/step untraced (marginal){bare}; step program "
                 f"{sum(res['kind_ms_per_step'].values()):.3f} ms/step of device time, {res['events_per_step']:.1f} "
                 f"events per step; device busy {100 * res['busy_fraction_loop']:.0f}% of the loop ({res['source']})"
             )

@@ -113,9 +113,15 @@ vq_py2d_limit=$((quick == 1 ? 300 : vq_py2d_s * 5 / 4 + 240))
 
 run_stage() { # run_stage NAME: one stage, with its limit in seconds
     case $1 in
+    # ... and how fast the disks take the solvers' frames (the profile's runs write to the temporary folder): 512 MB in
+    # 4-MB blocks (a 1024² float32 frame each), into the page cache and then through to the disk
     env) stage env 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null;
         python3 -c "import jax, equinox, optax, h5py, numpy; print(jax.devices(), jax.__version__, equinox.__version__,
-        optax.__version__, h5py.__version__, numpy.__version__)"' ;;
+        optax.__version__, h5py.__version__, numpy.__version__)"
+        for d in "${TMPDIR:-/tmp}" "$1"; do for to in page-cache disk; do
+            sync=$([[ $to == disk ]] && echo conv=fdatasync)
+            echo "write to $d ($to): $(dd if=/dev/zero of="$d/gust_dd_test" bs=4M count=128 $sync 2>&1 | tail -n 1)"
+            rm -f "$d/gust_dd_test"; done; done' _ "$out" ;;
     py2d_goal) stage py2d_goal 90 python3 -m benchmarks.bench_py2d "${py2d_goal[@]}" ;;
     rb) stage rb 150 python3 -m benchmarks.bench_rayleigh_benard "${rb[@]}" ;;
     # --overwrite: a rerun into the same OUT_DIR replaces the profiles, as it replaces every stage's log

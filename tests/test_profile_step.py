@@ -58,3 +58,38 @@ def test_summary_keeps_set_up_waits_out_of_the_step_split(tmp_path):
     assert res["loop_ms_per_step"] == pytest.approx(94e-3 / 10)
     assert res["busy_fraction_loop"] == pytest.approx(40 / 94)
     assert res["other_modules_ms"] == pytest.approx(1e3)
+
+
+def test_profile_times_one_and_two_lengths_untraced_then_traces_one(tmp_path, monkeypatch):
+    # the marginal cost per step comes from two untraced runs (fixed costs cancel); the trace is a real one, taken with
+    # the Python tracer off, and its step program is found
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import profile_step
+
+    @jax.jit
+    def fft_step(x):
+        return jnp.fft.fft(x) * 0.5
+
+    calls = []
+
+    def make_run(units):
+        def run():
+            calls.append(units)
+            x = jnp.ones(256, jnp.complex64)
+            for _ in range(4 * units):
+                x = fft_step(x)
+            jax.block_until_ready(x)
+
+        run.units = units
+        return run
+
+    real = profile_step._timed
+    monkeypatch.setattr(profile_step, "_timed", lambda run: real(run) * 0 + 2.0 + 0.3 * run.units)
+    res = profile_step.profile(make_run, 3, 5, tmp_path / "trace")
+    assert calls == [3, 3, 6, 3]  # compile, untraced once and twice the length, traced
+    assert res["untraced_ms_per_step"] == pytest.approx(1e3 * 0.9 / 15)  # (3.8 s − 2.9 s) / 15 steps
+    assert res["wall_s"] == pytest.approx(2.9) and res["steps"] == 15
+    assert res["source"] == "cpu" and res["step_module"] == "jit_fft_step", res["step_module"]
+    assert profile_step.trace_options().python_tracer_level == 0
