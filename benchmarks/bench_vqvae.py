@@ -2,7 +2,8 @@
 
     python -m benchmarks.bench_vqvae --output_dir ./bench_vqvae [--cases py2d,rb] [--steps 600] [--batch_size 16]
         [--ch 32] [--ch_mult 1,2,2,4] [--embed_dim 32] [--codebook_size 1024] [--lr 2e-3] [--restart_every 50]
-        [--num_res_blocks 1] [--scales 1x1,2x2,4x4,8x8,16x16] [--spectral_weight 0] [--prefix_weight 0.1] [--beta 0.25]
+        [--num_res_blocks 1] [--scales 1x1,2x2,4x4,8x8,16x16] [--spectral_weight 0] [--prefix_weight 0.1]
+        [--prefix_every 1] [--beta 0.25]
         [--seed 0] [--compute_dtype float32]
         [--py2d_trajectories 8] [--throughput_steps 10] [--throughput_dtypes float32,bfloat16] [--train_seconds S]
         [--overwrite] [--no_progress]
@@ -214,6 +215,7 @@ def train_config(args: argparse.Namespace, data_path: str | Path, field: str) ->
         restart_every=args.restart_every,
         spectral_weight=args.spectral_weight,
         prefix_weight=args.prefix_weight,
+        prefix_every=args.prefix_every,
         compute_dtype=args.compute_dtype,
         beta=args.beta,
         seed=args.seed,
@@ -242,6 +244,12 @@ def main(argv=None) -> int:
         type=float,
         default=TrainConfig.prefix_weight,
         help=f"weight of the coarse-prefix loss (default {TrainConfig.prefix_weight})",
+    )
+    p.add_argument(
+        "--prefix_every",
+        type=int,
+        default=TrainConfig.prefix_every,
+        help=f"every n-th sample of a batch decodes a prefix (default {TrainConfig.prefix_every}: every sample)",
     )
     p.add_argument(
         "--beta", type=float, default=TrainConfig.beta, help=f"commitment weight (default {TrainConfig.beta})"

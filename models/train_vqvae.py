@@ -82,7 +82,7 @@ _MODEL_KEYS += ("phi_ratio", "phi_kernel", "upsample")
 # Keys that may differ between a run and its --resume (they do not change the trained parameters).
 _RESUME_FREE = ("log_every", "checkpoint_every")
 # settings added after runs were made, with the value those runs trained with (absent from their config.txt)
-LEGACY_TRAIN_VALUES = {"prefix_weight": 0.0, "compute_dtype": "float32"}
+LEGACY_TRAIN_VALUES = {"prefix_weight": 0.0, "compute_dtype": "float32", "prefix_every": 1}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -97,8 +97,8 @@ class TrainConfig:
     Data: data_path, fields, training samples [sample_start, sample_stop) (stop None: all committed), optional
     validation samples [val_start, val_stop) (used when val_stop is given). Optimisation: steps, batch_size, lr (peak),
     warmup_steps (linear from 0; None: steps // 10), end_lr_ratio (cosine decay to lr × end_lr_ratio at `steps`),
-    weight_decay, spectral_weight, prefix_weight (see :func:`loss_fn`), seed (model init, batch order, restart and
-    prefix draws), log_every, checkpoint_every,
+    weight_decay, spectral_weight, prefix_weight and prefix_every (see :func:`loss_fn`), seed (model init, batch
+    order, restart and prefix draws), log_every, checkpoint_every,
     restart_every (dead-code restarts every this many steps; 0: off), compute_dtype (the encoder's and decoder's
     arithmetic in training: "float32", or "bfloat16" for mixed precision with float32 parameters, optimiser state and
     quantiser; see :func:`models.models.with_compute_dtype`). Model: the
@@ -119,6 +119,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     spectral_weight: float = 0.0
     prefix_weight: float = 0.1
+    prefix_every: int = 1
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -194,6 +195,12 @@ class TrainConfig:
         number("weight_decay", 0.0)
         number("spectral_weight", 0.0)
         number("prefix_weight", 0.0)
+        integer("prefix_every", 1)
+        if self.prefix_every > self.batch_size:
+            raise ValueError(
+                f"--prefix_every={self.prefix_every} must be <= --batch_size={self.batch_size} (every n-th sample of a "
+                "batch decodes a prefix)"
+            )
         if self.scales is not None:
             try:
                 scales = tuple((int(h), int(w)) for h, w in self.scales)
@@ -328,6 +335,7 @@ def loss_fn(
     prefix_weight: float = 0.0,
     key: jax.Array | None = None,
     compute_dtype: str = "float32",
+    prefix_every: int = 1,
 ) -> tuple[jax.Array, dict]:
     """Total loss and its parts on a normalised batch (B, C, H, W).
 
@@ -337,6 +345,9 @@ def loss_fn(
     With ``prefix_weight`` > 0 each sample also decodes the cumulative reconstruction of its first k scales, k drawn
     uniformly from 1..K−1 with ``key``, and ``prefix_weight`` × that reconstruction's MSE is added (``prefix_mse``):
     the decoder otherwise only ever sees full latents, and the coarse prefixes decode to worse than nothing.
+    ``prefix_every`` = n > 1 decodes prefixes for samples 0, n, 2n, ... of the batch only (a random subset, batches
+    being shuffled; strided, so a batch sharded over devices keeps them spread): the prefix loss then costs one
+    n-th of a decoder pass per sample instead of a whole one, with the same expected value and more variance.
     """
     model = with_compute_dtype(model, compute_dtype)
     recon, aux = jax.vmap(model)(batch)
@@ -353,9 +364,10 @@ def loss_fn(
     if prefix_weight > 0 and n_scales > 1:
         if key is None:
             raise ValueError("loss_fn: prefix_weight > 0 needs a PRNG key (which prefix each sample decodes)")
-        k = jax.random.randint(key, (batch.shape[0],), 0, n_scales - 1)  # prefix of k + 1 scales, never all K
-        latents = aux["prefix_latents"][jnp.arange(batch.shape[0]), k]
-        prefix = _channel_mse(jax.vmap(model.decode)(latents), batch)
+        rows = jnp.arange(0, batch.shape[0], prefix_every)
+        k = jax.random.randint(key, rows.shape, 0, n_scales - 1)  # prefix of k + 1 scales, never all K
+        latents = aux["prefix_latents"][rows, k]
+        prefix = _channel_mse(jax.vmap(model.decode)(latents), batch[rows])
         metrics["prefix_mse"] = prefix
         loss = loss + prefix_weight * prefix
     metrics["loss"] = loss
@@ -374,6 +386,7 @@ def make_train_step(
     spectral_weight: float,
     *,
     prefix_weight: float = 0.0,
+    prefix_every: int = 1,
     restart_every: int = 0,
     seed: int = 0,
     compute_dtype: str = "float32",
@@ -389,7 +402,8 @@ def make_train_step(
     state of a restarted row is kept on purpose: its first moment has decayed to ~0 while the code got no gradient,
     and its second moment (older gradient scales) only makes the new code's first steps cautious, whereas zeroing it
     without a per-row bias correction would make them up to ~6.6× larger than Adam's usual step (β = 0.9, 0.999).
-    The prefix-loss draws (``prefix_weight`` > 0, see :func:`loss_fn`) use ``fold_in(fold_in(PRNGKey(seed), step), 1)``.
+    The prefix-loss draws (``prefix_weight`` > 0 and ``prefix_every``, see :func:`loss_fn`) use
+    ``fold_in(fold_in(PRNGKey(seed), step), 1)``.
     ``compute_dtype`` is the encoder's and decoder's arithmetic in the loss (see :func:`loss_fn`); the restart's
     encoder outputs are float32. ``on_trace`` is called each time JAX traces the step (tests use it to check the step
     compiles once).
@@ -402,7 +416,9 @@ def make_train_step(
             on_trace()
         grad_fn = eqx.filter_value_and_grad(loss_fn, has_aux=True)
         prefix_key = jax.random.fold_in(jax.random.fold_in(base_key, step), 1)
-        (_, metrics), grads = grad_fn(model, batch, spectral_weight, prefix_weight, prefix_key, compute_dtype)
+        (_, metrics), grads = grad_fn(
+            model, batch, spectral_weight, prefix_weight, prefix_key, compute_dtype, prefix_every
+        )
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
         model = eqx.apply_updates(model, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -430,6 +446,7 @@ def train_step_for(config: TrainConfig, optimizer: optax.GradientTransformation,
         optimizer,
         config.spectral_weight,
         prefix_weight=config.prefix_weight,
+        prefix_every=config.prefix_every,
         restart_every=config.restart_every,
         seed=config.seed,
         compute_dtype=config.compute_dtype,
@@ -438,9 +455,10 @@ def train_step_for(config: TrainConfig, optimizer: optax.GradientTransformation,
 
 
 @eqx.filter_jit
-def _eval_step(model, batch, spectral_weight, prefix_weight, compute_dtype):
+def _eval_step(model, batch, spectral_weight, prefix_weight, compute_dtype, prefix_every):
     # a fixed key: the validation loss of every logging step sees the same prefix draws
-    metrics = loss_fn(model, batch, spectral_weight, prefix_weight, jax.random.PRNGKey(0), compute_dtype)[1]
+    key = jax.random.PRNGKey(0)
+    metrics = loss_fn(model, batch, spectral_weight, prefix_weight, key, compute_dtype, prefix_every)[1]
     del metrics["code_counts"]
     return metrics
 
@@ -808,7 +826,9 @@ def _val_loss(model, val_ds: GustDataset, stats: FieldStats, config: TrainConfig
     with BatchLoader(val_ds, bs, shuffle=False, drop_remainder=False, epochs=1, normalize=stats) as vl:
         for batch in vl:
             batch = jax.device_put(batch, replicated)
-            m = _eval_step(model, batch, config.spectral_weight, config.prefix_weight, config.compute_dtype)
+            m = _eval_step(
+                model, batch, config.spectral_weight, config.prefix_weight, config.compute_dtype, config.prefix_every
+            )
             total += float(m["loss"]) * batch.shape[0]
             count += batch.shape[0]
     return total / count
@@ -840,6 +860,7 @@ def build_parser() -> OneLineArgumentParser:
         ("weight_decay", float, "AdamW weight decay on conv kernels (not codebook, norms, biases)"),
         ("spectral_weight", float, "weight of the log-spectral loss (0: off)"),
         ("prefix_weight", float, "weight of the MSE of a decoded random coarse prefix of scales (0: off)"),
+        ("prefix_every", int, "decode that prefix for every n-th sample of a batch only (1: every sample)"),
         ("seed", int, "model initialisation and batch order"),
         ("log_every", int, "steps between metrics lines"),
         ("checkpoint_every", int, "steps between checkpoints (one is also written at the end)"),

@@ -152,11 +152,12 @@ def test_resume_is_bit_exact(data, straight, tmp_path, capsys):
     assert main(argv(data, tmp_path / "split", *flags, "--scales", "2x2,8x8", steps=24)) == 2
     assert main(argv(data, tmp_path / "split", *flags, "--prefix_weight", "0", steps=24)) == 2
     assert main(argv(data, tmp_path / "split", *flags, "--compute_dtype", "bfloat16", steps=24)) == 2
+    assert main(argv(data, tmp_path / "split", *flags, "--prefix_every", "2", steps=24)) == 2
     # a run made before --prefix_weight existed has no such line and trained without it (0), not the new default;
     # one made before wrap_upsample (no flag) goes on without it, as it was built; one made before --compute_dtype
     # trained in float32
     lines = (legacy / "config.txt").read_text().splitlines(keepends=True)
-    old_keys = ("prefix_weight", "wrap_up", "compute_dtype")
+    old_keys = ("prefix_weight", "wrap_up", "compute_dtype", "prefix_every")
     (legacy / "config.txt").write_text("".join(x for x in lines if not x.startswith(old_keys)))
     capsys.readouterr()
     assert main(argv(data, legacy, *flags, steps=24)) == 2
@@ -321,6 +322,8 @@ def _small_file(path, *, nan=True, bc=("periodic", "periodic")):
         (["--batch_size", "20"], "exceeds the 14 training samples"),
         (["--warmup_steps", "6"], "--warmup_steps"),
         (["--steps", str(2**31)], "--steps must be <= 2147483647"),  # was an OverflowError traceback in the step
+        (["--prefix_every", "0"], "--prefix_every must be an integer >= 1"),
+        (["--prefix_every", "5"], "--prefix_every=5 must be <= --batch_size=4"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(data, tmp_path, capsys, extra, message):
@@ -530,6 +533,33 @@ def test_prefix_loss_is_the_mse_of_a_random_coarse_prefix_decoded(data, fixed_ba
     assert float(total) == pytest.approx(float(base) + 0.5 * expected, rel=1e-5)
     with pytest.raises(ValueError, match="needs a PRNG key"):
         loss_fn(model, fixed_batch, 0.0, 0.5)
+
+
+def test_prefix_every_decodes_the_prefixes_of_every_nth_sample(data, fixed_batch):
+    import jax
+    import jax.numpy as jnp
+
+    from models.models import make_model
+    from models.train_vqvae import loss_fn, model_config
+
+    model = make_model(model_config(tiny_config(data), 16, 16, "periodic", "periodic"), jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(7)
+    prefixes = jax.vmap(model.prefix_reconstructions)(fixed_batch)  # K arrays (B, C, H, W), B = 8
+    full = loss_fn(model, fixed_batch, 0.0, 0.5, key)[1]
+    for every, rows in ((3, [0, 3, 6]), (8, [0])):
+        total, m = loss_fn(model, fixed_batch, 0.0, 0.5, key, prefix_every=every)
+        # by hand: samples 0, n, 2n, ... decode their first k + 1 scales, one draw per decoded sample from the key
+        k = np.asarray(jax.random.randint(key, (len(rows),), 0, 3))
+        chosen = jnp.stack([prefixes[kb][b] for b, kb in zip(rows, k, strict=True)])
+        expected = float(jnp.mean((chosen - fixed_batch[np.array(rows)]) ** 2))
+        assert float(m["prefix_mse"]) == pytest.approx(expected, rel=1e-5)
+        assert float(m["prefix_mse"]) != pytest.approx(float(full["prefix_mse"]), rel=1e-3)  # not every sample
+        # the rest of the loss does not depend on it
+        assert float(total) == pytest.approx(
+            float(full["loss"]) + 0.5 * (expected - float(full["prefix_mse"])), rel=1e-5
+        )
+    # 1 is every sample: the same draws and loss as without the argument
+    assert float(loss_fn(model, fixed_batch, 0.0, 0.5, key, prefix_every=1)[0]) == float(full["loss"])
 
 
 def test_prefix_loss_makes_the_error_fall_with_every_scale(data, fixed_batch):
