@@ -602,6 +602,15 @@ def _stats_or_fail(ds: GustDataset, what: str) -> FieldStats:
     return stats
 
 
+def placements() -> tuple[jax.sharding.NamedSharding, jax.sharding.NamedSharding]:
+    """(batch, replicated): the batch axis laid out over every device, and the model, optimiser state and usage counts
+    copied to each. The one place training's arrays are laid out, so that a benchmark timing the step on arrays placed
+    the same way compiles the very program training runs, and the persistent compilation cache serves training's own
+    compilation (the program's shardings are part of the cache key)."""
+    sharding = batch_sharding()
+    return sharding, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+
+
 def train(
     config: TrainConfig,
     output_dir: str | os.PathLike,
@@ -697,8 +706,7 @@ def train(
             prov = {k: saved[k] for k in prov if k in saved} if "code_version" in saved else prov
             data_source = first or data_source
 
-        sharding = batch_sharding()
-        replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+        sharding, replicated = placements()
         model = make_model(mconfig, jax.random.PRNGKey(config.seed))
         params = eqx.filter(model, eqx.is_inexact_array)
         optimizer = make_optimizer(config, params)

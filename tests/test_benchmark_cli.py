@@ -4,11 +4,14 @@ import importlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks import bench_py2d, bench_rayleigh_benard, bench_vqvae
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -261,3 +264,28 @@ def test_validate_les_reports_only_resolved_wavenumbers():
     for n in range(32, 4097, 2):  # every grid --NX allows, up to 4096
         ks = reported_wavenumbers((n - 1) // 3)
         assert ks == sorted(set(ks)) and ks[0] == 1 and ks[-1] == (n - 1) // 3, (n, ks)
+
+
+def test_bench_vqvae_times_the_program_that_training_then_loads_from_the_cache(py2d_tiny_data, tmp_path):
+    """The step is timed on arrays laid out as training lays them out (``train_vqvae.placements``): the same program,
+    so the training's compilation is a load from the persistent cache. With the step timed on default-placed arrays
+    the cache key differed and training compiled the step a second time (seconds on this CPU, tens on a GPU, out
+    of --train_seconds). A fresh cache in a subprocess: exactly one train-step program is written to it."""
+    cache = tmp_path / "cache"
+    script = f"""
+from benchmarks.bench_vqvae import time_steps
+from models.train_vqvae import TrainConfig, train
+cfg = TrainConfig(data_path={py2d_tiny_data!r}, fields=("omega",), steps=2, batch_size=2, ch=4, num_groups=2,
+                  ch_mult=(1,), embed_dim=4, codebook_size=8, scales=((8, 8), (16, 16)), restart_every=0,
+                  prefix_weight=0.0, log_every=1)
+time_steps(cfg, (16, 16), ("periodic", "periodic"), 1)
+train(cfg, {str(tmp_path / "run")!r}, progress=False)
+"""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "model.eqx").exists()
+    steps = [p.name for p in cache.iterdir() if p.name.startswith("jit_train_step")]
+    assert len(steps) == 1, steps
