@@ -166,7 +166,7 @@ def summarize(trace_dir: Path, wall_s: float, steps: int) -> dict:
 
 def trace_options() -> jax.profiler.ProfileOptions:
     """Device and runtime events only. JAX's default also runs the Python tracer, which records every Python call and
-    return: it slows the host side of the loop being measured (on this repository's CPU it added about 45% to the
+    return: it slows the host side of the loop being measured (on this repository's CPU it added 40–60% to the
     host work of a 256² py2d frame: HDF5 writes, checks, commit) and :func:`summarize` uses none of its events."""
     options = jax.profiler.ProfileOptions()
     options.python_tracer_level = 0
