@@ -12,8 +12,9 @@ difference is the marginal cost per step in production, without the runs' fixed 
 - ``rb``: ``solvers.rayleigh_benard.solver.run`` at ``--rb_grid``, Ra = 1e8, fixed dt, frames of 100 steps, four
   fields saved (as The Well's set);
 - ``vqvae``: ``models.train_vqvae.train`` on a ``--vq_size``² ω file written by the py2d solver (units of one step),
-  with the model of ``run_all.sh``'s ``vqvae_py2d`` stage (ch 32, ch_mult 1,2,2, D = 4, V = 256) and the encoder's
-  and decoder's arithmetic in ``--vq_compute_dtype`` (bfloat16: mixed precision, as that stage trains).
+  with the model of ``run_all.sh``'s ``vqvae_py2d`` stage (ch 32, ch_mult 1,2,2, D = 4, V = 256, the prefix loss on
+  every 4th sample) and the encoder's and decoder's arithmetic in ``--vq_compute_dtype`` (bfloat16: mixed precision,
+  as that stage trains).
 
 The last call is traced with ``jax.profiler.trace`` (Perfetto JSON; device and runtime events, the Python tracer off
 as it slows the host work being measured). The step program is the XLA module with the
@@ -233,7 +234,7 @@ def vq_train_config(args, data, steps: int):
     return TrainConfig(
         data_path=str(data), fields=("omega",), steps=steps, batch_size=args.vq_batch, ch=32,
         ch_mult=(1, 2, 2), embed_dim=4, codebook_size=256, log_every=10, checkpoint_every=10**6,
-        compute_dtype=args.vq_compute_dtype,
+        compute_dtype=args.vq_compute_dtype, prefix_every=min(4, args.vq_batch),
     )  # fmt: skip
 
 
