@@ -4,9 +4,10 @@
         [--rb_grid 512x128] [--vq_size 128] [--vq_batch 32] [--frames 8] [--vq_steps 40] [--precision float32]
         [--state_seconds 60] [--vq_compute_dtype float32] [--overwrite]
 
-For each workload it runs the real entry point four times (``JAX_COMPILATION_CACHE_DIR`` spares the later calls the
-XLA compilation): once to compile, twice untimed by the profiler (``--frames`` and twice as many frames or steps: their
-difference is the marginal cost per step in production, without the runs' fixed costs), then traced:
+For each workload it runs the real entry point four times (the persistent compilation cache,
+``JAX_COMPILATION_CACHE_DIR`` or else a temporary one, spares the later calls the XLA compilation): once to compile,
+twice outside the profiler (``--frames`` and three times as many frames, or ``--vq_steps`` and three times as many
+steps: their difference is the marginal cost per step in production, without the runs' fixed costs), then traced:
 
 - ``py2d``: ``solvers.py2d_turbulence.solver.run`` at ``--py2d_n``², ab2cn, frames of 100 steps;
 - ``rb``: ``solvers.rayleigh_benard.solver.run`` at ``--rb_grid``, Ra = 1e8, fixed dt, frames of 100 steps, four
@@ -184,18 +185,19 @@ def profile(make_run, units: int, steps_per_unit: int, trace_dir: Path) -> dict:
     """Trace a production run of ``units`` units (frames or training steps) of ``steps_per_unit`` steps each.
 
     ``make_run(u)`` returns a callable that runs ``u`` units. A first call compiles (and fills the persistent
-    compilation cache); then runs of ``units`` and ``2 units`` are timed without the profiler, whose difference is
+    compilation cache); then runs of ``units`` and ``3 units`` are timed without the profiler, whose difference is
     the marginal cost of a unit in production, free of each run's fixed costs (set-up, compilation-cache loads, the
-    first frame, closing the file) and of any profiler overhead (``untraced_ms_per_step``); the last call is traced.
+    first frame, closing the file) and of any profiler overhead (``untraced_ms_per_step``; one pair of runs, so where
+    the fixed costs vary by more than 2 units of work it is noise); the last call is traced.
     """
     make_run(units)()
-    once, twice = _timed(make_run(units)), _timed(make_run(2 * units))
+    short, long = _timed(make_run(units)), _timed(make_run(3 * units))
     if trace_dir.exists():
         shutil.rmtree(trace_dir)
     with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True, profiler_options=trace_options()):
         wall = _timed(make_run(units))
     steps = units * steps_per_unit
-    return summarize(trace_dir, wall, steps) | {"untraced_ms_per_step": 1e3 * (twice - once) / steps}
+    return summarize(trace_dir, wall, steps) | {"untraced_ms_per_step": 1e3 * (long - short) / (2 * steps)}
 
 
 PY2D_PER_FRAME, PY2D_DT = 100, 5e-5  # frames of 100 ab2cn steps
@@ -269,7 +271,7 @@ def check_settings(args, names) -> None:
             raise _in_our_flags(err, "vqvae", {"--NX": "--vq_size", **forcing}) from None
         renames = {"--batch_size": "--vq_batch", "--steps": "--vq_steps", "--compute_dtype": "--vq_compute_dtype"}
         try:
-            config = vq_train_config(args, "checked-before-the-data-exists.h5", args.vq_steps)
+            config = vq_train_config(args, "checked-before-the-data-exists.h5", 3 * args.vq_steps)
         except ValueError as err:
             raise _in_our_flags(err, "vqvae", renames) from None
         try:
@@ -333,9 +335,12 @@ def workload_vqvae(args, work: Path, out: Path) -> dict:
 
     data = run(vq_data_config(args), work / "vq_data", overwrite=True, progress=False, log=lambda s: None)
 
+    # one schedule for every run (the longest, the untraced 3 × --vq_steps), each stopping after its own count: the
+    # schedule's length is in the step program, and a program per length would put a compilation into the timings
+    config = vq_train_config(args, data, 3 * args.vq_steps)
+
     def make_run(steps):
-        config = vq_train_config(args, data, steps)
-        return lambda: train(config, work / "vq_run", overwrite=True, progress=False)
+        return lambda: train(config, work / "vq_run", overwrite=True, progress=False, stop_after=steps)
 
     res = profile(make_run, args.vq_steps, 1, out / "vqvae")
     label = (
@@ -428,6 +433,11 @@ def main(argv=None) -> int:
     results = {"device": device.device_kind, "platform": device.platform, "jax": jax.__version__, "workloads": {}}
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
     with tempfile.TemporaryDirectory(prefix="gust_profile_") as tmp:
+        # every run after the first loads its programs from the persistent cache (its own, for this process, unless
+        # JAX_COMPILATION_CACHE_DIR names one): compiling them again would put seconds of compilation into the timings
+        if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+            jax.config.update("jax_compilation_cache_dir", str(Path(tmp) / "jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         for name in names:
             res = WORKLOADS[name](args, Path(tmp), out)
             results["workloads"][name] = res
@@ -450,5 +460,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     raise SystemExit(main())

@@ -88,8 +88,8 @@ def test_profile_times_one_and_two_lengths_untraced_then_traces_one(tmp_path, mo
     real = profile_step._timed
     monkeypatch.setattr(profile_step, "_timed", lambda run: real(run) * 0 + 2.0 + 0.3 * run.units)
     res = profile_step.profile(make_run, 3, 5, tmp_path / "trace")
-    assert calls == [3, 3, 6, 3]  # compile, untraced once and twice the length, traced
-    assert res["untraced_ms_per_step"] == pytest.approx(1e3 * 0.9 / 15)  # (3.8 s − 2.9 s) / 15 steps
+    assert calls == [3, 3, 9, 3]  # compile, untraced at the length and three times it, traced
+    assert res["untraced_ms_per_step"] == pytest.approx(1e3 * 1.8 / 30)  # (4.7 s − 2.9 s) / 30 more steps
     assert res["wall_s"] == pytest.approx(2.9) and res["steps"] == 15
     assert res["source"] == "cpu" and res["step_module"] == "jit_fft_step", res["step_module"]
     assert profile_step.trace_options().python_tracer_level == 0
