@@ -60,7 +60,7 @@ def test_summary_keeps_set_up_waits_out_of_the_step_split(tmp_path):
     assert res["other_modules_ms"] == pytest.approx(1e3)
 
 
-def test_profile_times_one_and_two_lengths_untraced_then_traces_one(tmp_path, monkeypatch):
+def test_profile_times_two_lengths_untraced_then_traces_one(tmp_path, monkeypatch):
     # the marginal cost per step comes from two untraced runs (fixed costs cancel); the trace is a real one, taken with
     # the Python tracer off, and its step program is found
     import jax
