@@ -342,10 +342,13 @@ def test_bfloat16_compute_casts_the_encoder_and_decoder_only_and_gradients_reach
     def rel(a, b):
         return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
-    z, z_mixed = jax.vmap(model.latent)(x), jax.vmap(mixed.latent)(x)
-    recon, recon_mixed = jax.vmap(model.decode)(z), jax.vmap(mixed.decode)(z)
+    # jitted: one compilation each instead of op-by-op dispatch (bfloat16 convolutions are slow eagerly on a CPU)
+    latent = eqx.filter_jit(lambda m, x: jax.vmap(m.latent)(x))
+    decode = eqx.filter_jit(lambda m, z: jax.vmap(m.decode)(z))
+    z, z_mixed = latent(model, x), latent(mixed, x)
+    recon, recon_mixed = decode(model, z), decode(mixed, z)
     assert z_mixed.dtype == recon_mixed.dtype == jnp.float32  # handed to the quantiser and the loss in float32
-    assert jax.vmap(mixed)(x)[0].dtype == jnp.float32
+    assert eqx.filter_eval_shape(jax.vmap(mixed), x)[0].dtype == jnp.float32
     # bfloat16 keeps 8 significant bits (rounding 2^-9, 0.2%); over this encoder's and decoder's 8 layers each the
     # rounding adds up to about 1%. Zero would mean float32 arithmetic; several percent, a coarser format.
     for name, a, b in (("latent", z_mixed, z), ("decoder output", recon_mixed, recon)):
@@ -355,7 +358,8 @@ def test_bfloat16_compute_casts_the_encoder_and_decoder_only_and_gradients_reach
         mm = with_compute_dtype(m, dtype)
         return jnp.mean((jax.vmap(mm.decode)(jax.vmap(mm.latent)(x)) - x) ** 2)
 
-    g, g_mixed = (eqx.filter_grad(loss)(model, d) for d in ("float32", "bfloat16"))
+    grad = eqx.filter_jit(eqx.filter_grad(loss))
+    g, g_mixed = (grad(model, d) for d in ("float32", "bfloat16"))
     assert dtypes(g_mixed) == {"float32"}  # the optimiser updates float32 parameters
     flat = [jnp.concatenate([v.ravel() for v in jax.tree_util.tree_leaves(t)]) for t in (g, g_mixed)]
     cosine = float(flat[0] @ flat[1] / (jnp.linalg.norm(flat[0]) * jnp.linalg.norm(flat[1])))
