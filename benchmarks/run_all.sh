@@ -126,8 +126,9 @@ run_stage() { # run_stage NAME: one stage, with its limit in seconds
             rm -f "$d/gust_dd_test"; done; done' _ "$out" ;;
     py2d_goal) stage py2d_goal 90 python3 -m benchmarks.bench_py2d "${py2d_goal[@]}" ;;
     rb) stage rb 150 python3 -m benchmarks.bench_rayleigh_benard "${rb[@]}" ;;
-    # --overwrite: a rerun into the same OUT_DIR replaces the profiles, as it replaces every stage's log
-    profile) stage profile 150 python3 -m benchmarks.profile_step --output_dir "$out/profile" --overwrite "${prof[@]}" ;;
+    # --overwrite: a rerun into the same OUT_DIR replaces the profiles, as it replaces every stage's log; the limits
+    # allow for the two untraced runs per workload (of --frames and 3× as many) besides the compiling and traced ones
+    profile) stage profile 200 python3 -m benchmarks.profile_step --output_dir "$out/profile" --overwrite "${prof[@]}" ;;
     vqvae_py2d) stage vqvae_py2d "$vq_py2d_limit" python3 -m benchmarks.bench_vqvae --output_dir "$out/vqvae" \
         --cases py2d --train_seconds "$vq_py2d_s" "${vq[@]}" "${vq_py2d[@]}" ;;
     # OUT_DIR goes to the bash -c stages as "$1" (any characters, spaces included), their extra flags after it
@@ -135,7 +136,7 @@ run_stage() { # run_stage NAME: one stage, with its limit in seconds
         python3 -m benchmarks.bench_tokenizer --checkpoint "$1/vqvae/py2d/run/model.eqx" \
         --config_path "$1/vqvae/py2d/run/config.txt" --data_path "${test[0]}" "${@:2}"' _ "$out" "${tok[@]}" ;;
     # the "before" of the profile's py2d row: the full state saved with every frame, as before --state_seconds existed
-    profile_state_every_frame) stage profile_state_every_frame 45 python3 -m benchmarks.profile_step \
+    profile_state_every_frame) stage profile_state_every_frame 60 python3 -m benchmarks.profile_step \
         --output_dir "$out/profile_state0" --overwrite "${prof[@]}" --workloads py2d --state_seconds 0 ;;
     py2d_scan) stage py2d_scan 60 python3 -m benchmarks.bench_py2d "${py2d_scan[@]}" ;;
     dataloader) stage dataloader 40 python3 -m benchmarks.bench_dataloader "${loader[@]}" ;;
