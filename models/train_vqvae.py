@@ -364,10 +364,10 @@ def loss_fn(
     if prefix_weight > 0 and n_scales > 1:
         if key is None:
             raise ValueError("loss_fn: prefix_weight > 0 needs a PRNG key (which prefix each sample decodes)")
-        rows = jnp.arange(0, batch.shape[0], prefix_every)
-        k = jax.random.randint(key, rows.shape, 0, n_scales - 1)  # prefix of k + 1 scales, never all K
-        latents = aux["prefix_latents"][rows, k]
-        prefix = _channel_mse(jax.vmap(model.decode)(latents), batch[rows])
+        candidates, targets = aux["prefix_latents"][::prefix_every], batch[::prefix_every]  # static slices
+        k = jax.random.randint(key, (targets.shape[0],), 0, n_scales - 1)  # prefix of k + 1 scales, never all K
+        latents = candidates[jnp.arange(targets.shape[0]), k]
+        prefix = _channel_mse(jax.vmap(model.decode)(latents), targets)
         metrics["prefix_mse"] = prefix
         loss = loss + prefix_weight * prefix
     metrics["loss"] = loss
