@@ -47,6 +47,7 @@ import numpy as np
 import optax
 
 from dataloaders import BatchLoader, FieldStats, GustDataset, batch_sharding, compute_stats
+from solvers.common import stop
 from solvers.common.atomic import atomic_text, atomic_write, file_sha256, remove_temporaries, temporary_files
 from solvers.common.cli import (
     OneLineArgumentParser,
@@ -789,8 +790,13 @@ def train(
 
         bar = tqdm(total=config.steps, initial=step, disable=not (progress and main), desc="train_vqvae")
         t_start = time.monotonic()
-        with loader:
+        poll_every = 1 if jax.process_count() == 1 else config.log_every  # stop.requested() is collective there
+        halted = False
+        with loader, stop.graceful():
             while step < end and (deadline is None or time.monotonic() < deadline):
+                if step % poll_every == 0 and stop.requested():  # SIGTERM: checkpoint this step, then stop
+                    halted = True
+                    break
                 batch = next(loader)
                 model, opt_state, counts, metrics = train_step(
                     model, opt_state, counts, batch, jnp.asarray(step + 1, jnp.int32)
@@ -820,6 +826,11 @@ def train(
                     save_all(True)
         bar.close()
         save_all(True)
+        if halted:
+            raise stop.Terminated(
+                f"stopped by SIGTERM at step {step} of {config.steps}, with a checkpoint: rerun with --resume to "
+                "continue"
+            )
     finally:
         train_ds.close()
         if val_ds is not None:

@@ -95,7 +95,7 @@ from typing import Any
 
 import numpy as np
 
-from solvers.common import hdf5_utils
+from solvers.common import hdf5_utils, stop
 from solvers.common.atomic import atomic_text, file_sha256, is_temporary, remove_temporaries
 from solvers.common.cli import EXIT_RUN_FAILED, OneLineArgumentParser, exit_process, report
 
@@ -551,6 +551,8 @@ def run_sweep(
 
     bar = tqdm(mine, desc=f"sweep {path.name}", unit="file", disable=not progress, file=sys.stderr)
     for p in bar:
+        if stop.requested():  # SIGTERM came as the last point finished: stop before the next one starts
+            raise stop.Terminated(f"stopped by SIGTERM before point {p.point_id}: rerun to continue")
         file = output_dir / p.file
         old = entries[p.point_id]
         say = functools.partial(note, p.point_id)
@@ -813,25 +815,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "status":
-            print(status(args.target))
-            return 0
-        if args.command == "validate":
-            problems, summary = validate(args.target, check_hash=not args.no_hash)
-        else:
-            shard, n_shards = _shard(args.shard) if args.shard else (0, 1)
-            spec = parse_spec(
-                args.solver, args.param, args.fixed, args.seeds, args.split, args.split_seed, n_shards=n_shards
-            )
-            path, n_failed = run_sweep(
-                spec,
-                args.output_dir,
-                shard=shard,
-                overwrite=args.overwrite,
-                progress=not args.no_progress,
-                argv=[*PROG.split(), *argv],
-            )
-            problems, summary = validate(path)
+        with stop.sigterm_handled():
+            if args.command == "status":
+                print(status(args.target))
+                return 0
+            if args.command == "validate":
+                problems, summary = validate(args.target, check_hash=not args.no_hash)
+            else:
+                shard, n_shards = _shard(args.shard) if args.shard else (0, 1)
+                spec = parse_spec(
+                    args.solver, args.param, args.fixed, args.seeds, args.split, args.split_seed, n_shards=n_shards
+                )
+                path, n_failed = run_sweep(
+                    spec,
+                    args.output_dir,
+                    shard=shard,
+                    overwrite=args.overwrite,
+                    progress=not args.no_progress,
+                    argv=[*PROG.split(), *argv],
+                )
+                problems, summary = validate(path)
     except BaseException as err:
         return report(PROG, err, "interrupted; the manifest keeps every finished point: rerun to continue")
     for problem in problems:

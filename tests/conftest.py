@@ -66,28 +66,48 @@ def tiny_trained_run(py2d_tiny_data, tmp_path_factory):
     return train(cfg, out, progress=False)
 
 
+def _at_chunk(n, make_simulation, action):
+    """A make_simulation whose n-th chunk call first calls ``action()`` (driver-level solvers; chunk n is dispatched
+    while frame n − 1 is checked and written, as the first chunk is dispatched before the frame loop)."""
+    import dataclasses
+
+    def make(cfg):
+        sim = make_simulation(cfg)
+        calls = {"n": 0}
+
+        def chunk(state):
+            calls["n"] += 1
+            if calls["n"] == n:
+                action()
+            return sim.chunk(state)
+
+        return dataclasses.replace(sim, chunk=chunk)
+
+    return make
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+def _sigterm_self():
+    """Send this process SIGTERM, as a batch scheduler does (the CLIs handle it: ``solvers.common.stop``)."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 @pytest.fixture
 def interrupted_at_chunk():
     """``interrupted_at_chunk(n, make_simulation)``: a make_simulation whose n-th chunk call raises
-    KeyboardInterrupt, as a run killed between two chunks stops (driver-level solvers)."""
-    import dataclasses
+    KeyboardInterrupt, as a run killed between two chunks stops."""
+    return lambda n, make_simulation: _at_chunk(n, make_simulation, _raise_keyboard_interrupt)
 
-    def wrap(n, make_simulation):
-        def make(cfg):
-            sim = make_simulation(cfg)
-            calls = {"n": 0}
 
-            def chunk(state):
-                calls["n"] += 1
-                if calls["n"] == n:
-                    raise KeyboardInterrupt
-                return sim.chunk(state)
-
-            return dataclasses.replace(sim, chunk=chunk)
-
-        return make
-
-    return wrap
+@pytest.fixture
+def sigterm_at_chunk():
+    """``sigterm_at_chunk(n, make_simulation)``: a make_simulation whose n-th chunk call sends this process SIGTERM."""
+    return lambda n, make_simulation: _at_chunk(n, make_simulation, _sigterm_self)
 
 
 @pytest.fixture

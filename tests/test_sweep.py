@@ -110,18 +110,25 @@ def test_rerun_skips_complete_files(done, monkeypatch):
     assert manifest(done / "manifest.json")["points"] == points
 
 
-def test_killed_sweep_resumes_the_partial_file_and_keeps_the_others(done, tmp_path, monkeypatch, interrupted_at_chunk):
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_killed_sweep_resumes_the_partial_file_and_keeps_the_others(
+    done, tmp_path, monkeypatch, capsys, interrupted_at_chunk, sigterm_at_chunk, signal_name
+):
     out = copy(done, tmp_path)
     first, second = (out / e["file"] for e in manifest(out / "manifest.json")["points"])
     first_mtime = first.stat().st_mtime_ns
-    second.unlink()  # point 1 never ran; the run is killed in the middle of it
+    second.unlink()  # point 1 never ran; the run is stopped in the middle of it
     real_make, real_run = solver.make_simulation, solver.run
-    monkeypatch.setattr(solver, "make_simulation", interrupted_at_chunk(3, real_make))
-    assert run(out) == 130  # Ctrl-C: one line, exit 130
+    at_chunk_3 = interrupted_at_chunk if signal_name == "SIGINT" else sigterm_at_chunk
+    monkeypatch.setattr(solver, "make_simulation", at_chunk_3(3, real_make))
+    # Ctrl-C stops at once (frames 0 and 1 committed), exit 130; SIGTERM after frame 2 with its state, exit 143
+    assert run(out) == {"SIGINT": 130, "SIGTERM": 143}[signal_name]
+    if signal_name == "SIGTERM":
+        assert "stopped by SIGTERM after frame 2" in capsys.readouterr().err
     m = manifest(out / "manifest.json")  # still valid JSON, point 1 still pending
     assert [e["status"] for e in m["points"]] == ["complete", "pending"]
     partial, complete = buoyancy(second)
-    assert not complete and len(partial) == 2
+    assert not complete and len(partial) == {"SIGINT": 2, "SIGTERM": 3}[signal_name]
 
     calls = []
 

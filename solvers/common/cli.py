@@ -3,7 +3,8 @@
 Exit codes: 0 success, 1 unexpected failure, 2 bad input (argparse or a ValueError from a config
 constructor, an output that exists without ``--overwrite``, or a file-system error on the user's paths such as an
 unwritable folder), 3 the run stopped on a physics
-failure (blow-up) after keeping what it had written.
+failure (blow-up) after keeping what it had written, 130 Ctrl-C, 143 SIGTERM (``stop``: a solver or a training run
+first finishes the frame or step in progress and saves what a resume needs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 from typing import NoReturn
+
+from . import stop
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 3
@@ -237,7 +240,7 @@ def exit_process(code: int) -> NoReturn:
     the interpreter's shutdown: every output is closed by then, and a shutdown that runs while JAX/XLA threads of the
     interrupted work still run crashed 2–3 of 15 interrupted analyses here (exit 134/139 after the one-line message;
     none in 26 with this)."""
-    if code == EXIT_INTERRUPTED:
+    if code in (EXIT_INTERRUPTED, stop.EXIT_TERMINATED):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -256,6 +259,9 @@ def report(prog: str, err: BaseException, interrupted: str | None = None) -> int
         return fail(prog, str(err))
     if isinstance(err, OSError):
         return fail(prog, os_error_text(err))
+    if isinstance(err, stop.Terminated) and interrupted:  # a loop's own message after a clean stop, or the default
+        text = str(err) if str(err) != "SIGTERM" else "terminated by SIGTERM" + interrupted.removeprefix("interrupted")
+        return fail(prog, text, stop.EXIT_TERMINATED)
     if isinstance(err, KeyboardInterrupt) and interrupted:
         return fail(prog, interrupted, EXIT_INTERRUPTED)
     if isinstance(err, RuntimeError | MemoryError) and (text := out_of_memory_text(err)) is not None:
@@ -290,15 +296,16 @@ def run_main(
         fields = config_cls.__dataclass_fields__
         cfg = config_cls(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
         init_distributed(args)
-        path = run(
-            cfg,
-            args.output_dir,
-            overwrite=args.overwrite,
-            resume=args.resume,
-            progress=not args.no_progress,
-            argv=[*prog.split(), *argv],
-            **{name: getattr(args, name) for name in run_options},
-        )
+        with stop.sigterm_handled():
+            path = run(
+                cfg,
+                args.output_dir,
+                overwrite=args.overwrite,
+                resume=args.resume,
+                progress=not args.no_progress,
+                argv=[*prog.split(), *argv],
+                **{name: getattr(args, name) for name in run_options},
+            )
     except BaseException as err:
         return report(prog, err, "interrupted; what was committed is kept: rerun with --resume to continue")
     import jax
@@ -317,7 +324,8 @@ def tool_main(prog: str, parser: argparse.ArgumentParser, body, argv: list[str] 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
-        text = body(args, argv)
+        with stop.sigterm_handled():
+            text = body(args, argv)
     except BaseException as err:
         return report(prog, err, "interrupted; every file is written whole or not at all: rerun to finish")
     print(text)

@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import hdf5_utils
+from . import hdf5_utils, stop
 from .atomic import file_sha256
 from .cli import DEFAULT_STATE_SECONDS, check_seed
 
@@ -394,7 +394,8 @@ def _run_frames(
     """Advance and write frames ``start … n_frames−1``, committing each one, with the state at the first frame
     after every ``state_seconds`` and at the last. The next chunk is dispatched before the current one is
     checked and written; a chunk that fails the check is redone from its start state if the solver chooses a
-    smaller dt (``sim.retry``), else stops the run before it is written."""
+    smaller dt (``sim.retry``), else stops the run before it is written. On SIGTERM (``stop``) the frame in
+    progress is written with the full state and the run stops (``stop.Terminated``), to resume from there."""
     from tqdm import tqdm
 
     cfg = sim.cfg
@@ -411,7 +412,7 @@ def _run_frames(
     steps = int(_steps(state, cfg.n_trajectories).max())
     last_save = _now()
     pending = sim.chunk(state) if start < cfg.n_frames else None
-    with bar:
+    with bar, stop.graceful():
         for frame in range(start, cfg.n_frames):
             t0 = walltime.perf_counter()
             while True:
@@ -433,9 +434,16 @@ def _run_frames(
             rows = diags.shape[0]
             t_diag = frame_time(cfg, frame - 1) + cfg.save_interval * np.arange(1, rows + 1) / rows
             writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(names)})
-            save_state = frame == cfg.n_frames - 1 or _state_due(last_save, state_seconds)
+            last = frame == cfg.n_frames - 1
+            halt = not last and stop.requested()  # SIGTERM: this frame goes with the full state, then the run stops
+            save_state = last or halt or _state_due(last_save, state_seconds)
             steps_before, steps = steps, _write_frame(sim, writer, frame, fields, new_state, save_state)
             writer.commit()
+            if halt:
+                raise stop.Terminated(
+                    f"stopped by SIGTERM after frame {frame} of {cfg.n_frames - 1} (t = {t_diag[-1]:g}), saved with "
+                    "the full state: rerun with --resume to continue from there"
+                )
             if save_state:
                 last_save = _now()
             rate = (steps - steps_before) / max(walltime.perf_counter() - t0, 1e-12)
