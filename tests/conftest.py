@@ -110,32 +110,34 @@ def sigterm_at_chunk():
     return lambda n, make_simulation: _at_chunk(n, make_simulation, _sigterm_self)
 
 
-@pytest.fixture
-def two_processes():
-    """``two_processes(argv_of)``: run ``argv_of(address, i)`` for i = 0, 1 as two processes of one jax.distributed
-    job on 127.0.0.1 (2 simulated CPU devices each, from the repository root); returns
-    ``[(returncode, stdout, stderr), ...]``."""
-    import os
+def _start_two_processes(argv_of):
+    """Start ``argv_of(address, i)`` for i = 0, 1 as two processes of one jax.distributed job on 127.0.0.1 (2
+    simulated CPU devices each, from the repository root, text pipes); returns the two ``Popen``s."""
     import socket
     import subprocess
     from pathlib import Path
 
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    root = Path(__file__).resolve().parents[1]
+    return [subprocess.Popen(argv_of(address, i), cwd=root, env=env, stdout=-1, stderr=-1, text=True) for i in range(2)]
+
+
+@pytest.fixture
+def start_two_processes():
+    """``start_two_processes(argv_of)``: :func:`_start_two_processes`, for a test that acts while they run."""
+    return _start_two_processes
+
+
+@pytest.fixture
+def two_processes():
+    """``two_processes(argv_of)``: run :func:`_start_two_processes` to the end; returns
+    ``[(returncode, stdout, stderr), ...]``."""
+
     def run(argv_of, timeout=300):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            address = f"127.0.0.1:{sock.getsockname()[1]}"
-        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-        procs = [
-            subprocess.Popen(
-                argv_of(address, i),
-                cwd=Path(__file__).resolve().parents[1],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for i in range(2)
-        ]
+        procs = _start_two_processes(argv_of)
         outs = [p.communicate(timeout=timeout) for p in procs]
         return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
 

@@ -41,7 +41,16 @@ def test_every_flag_is_in_the_readme(module, capsys):
 
 
 # Flags of other tools that the docs show (sbatch/srun, ruff, pip, XLA, the duplicates tool): not Gust's to check.
-OTHER_TOOLS = {"--array", "--ntasks", "--gpus", "--signal", "--check", "--no", "--xla_cpu_multi_thread_eigen", "--change"}
+OTHER_TOOLS = {
+    "--array",
+    "--ntasks",
+    "--gpus",
+    "--signal",
+    "--check",
+    "--no",
+    "--xla_cpu_multi_thread_eigen",
+    "--change",
+}
 
 
 def test_every_documented_flag_exists(capsys):

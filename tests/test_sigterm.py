@@ -105,16 +105,10 @@ def test_training_stops_after_the_step_in_progress_with_a_checkpoint_and_resumes
         assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
 
 
-def test_a_solver_process_sent_sigterm_exits_143_with_its_last_frame_and_state_saved(tmp_path):
-    """The real signal from outside, as a scheduler sends it, to the CLI in its own process."""
-    args = ["--NX", "16", "--dt", "0.01", "--t_total", "15", "--save_interval", "0.01", "--no_progress"]
-    out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "solvers.py2d_turbulence.run_solver", "--output_dir", str(out), *args],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+def wait_for_samples(out: Path, n: int, procs) -> int:
+    """Wait (at most 120 s) until the file in ``out`` has ``n`` committed samples; return how many it has."""
     deadline, committed = time.time() + 120, 0
-    while time.time() < deadline and proc.poll() is None and committed < 20:
+    while time.time() < deadline and all(p.poll() is None for p in procs) and committed < n:
         files = list(out.glob("*.h5"))
         if files:
             try:
@@ -123,6 +117,20 @@ def test_a_solver_process_sent_sigterm_exits_143_with_its_last_frame_and_state_s
             except (OSError, hdf5_utils.GustFormatError):
                 committed = 0
         time.sleep(0.005)
+    return committed
+
+
+LONG = ["--NX", "16", "--dt", "0.01", "--t_total", "15", "--save_interval", "0.01", "--no_progress"]
+
+
+def test_a_solver_process_sent_sigterm_exits_143_with_its_last_frame_and_state_saved(tmp_path):
+    """The real signal from outside, as a scheduler sends it, to the CLI in its own process."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "solvers.py2d_turbulence.run_solver", "--output_dir", str(out), *LONG],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for_samples(out, 20, [proc])
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == stop.EXIT_TERMINATED, (proc.returncode, err[-500:])
@@ -130,3 +138,28 @@ def test_a_solver_process_sent_sigterm_exits_143_with_its_last_frame_and_state_s
     with hdf5_utils.open_dataset(py2d_file(out)) as f:
         assert not f.complete and 20 <= f.n_samples < 1500
         assert f.state_counts[0] == f.n_samples  # the state goes with the last frame written
+
+
+def test_under_jax_distributed_process_0_decides_and_every_process_stops_at_the_same_frame(
+    tmp_path, start_two_processes
+):
+    """SIGTERM to process 0 only: process 1 stops with it (the decision is broadcast), at the same frame."""
+    out = tmp_path / "multi"
+    args = [sys.executable, "-m", "solvers.py2d_turbulence.run_solver", "--output_dir", str(out), *LONG]
+    args += ["--n_trajectories", "4"]
+    procs = start_two_processes(
+        lambda address, i: [*args, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)]
+    )
+    try:
+        wait_for_samples(out, 4 * 10, procs)
+        procs[0].send_signal(signal.SIGTERM)
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [stop.EXIT_TERMINATED] * 2, [e[-500:] for e in errs]
+    last = [e.strip().splitlines()[-1] for e in errs]
+    assert "stopped by SIGTERM after frame" in last[0] and last[0] == last[1], last
+    with hdf5_utils.open_dataset(py2d_file(out)) as f:
+        assert not f.complete and f.n_samples >= 40 and f.n_samples % 4 == 0
+        assert f.state_counts[0] == f.n_samples
