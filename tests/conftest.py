@@ -125,6 +125,32 @@ def _start_two_processes(argv_of):
     return [subprocess.Popen(argv_of(address, i), cwd=root, env=env, stdout=-1, stderr=-1, text=True) for i in range(2)]
 
 
+def _wait_for_samples(out, n: int, procs) -> int:
+    """Wait (at most 120 s) while every process in ``procs`` runs until the Gust file in folder ``out`` has ``n``
+    committed samples; return how many it has then."""
+    import time
+
+    from solvers.common import hdf5_utils
+
+    deadline, committed = time.time() + 120, 0
+    while time.time() < deadline and all(p.poll() is None for p in procs) and committed < n:
+        files = list(out.glob("*.h5"))
+        if files:
+            try:
+                with hdf5_utils.open_dataset(files[0]) as f:
+                    committed = f.n_samples
+            except (OSError, hdf5_utils.GustFormatError):
+                committed = 0
+        time.sleep(0.005)
+    return committed
+
+
+@pytest.fixture
+def wait_for_samples():
+    """``wait_for_samples(out, n, procs)``: :func:`_wait_for_samples`, for tests that signal a running solver."""
+    return _wait_for_samples
+
+
 @pytest.fixture
 def start_two_processes():
     """``start_two_processes(argv_of)``: :func:`_start_two_processes`, for a test that acts while they run."""

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -112,26 +111,14 @@ def test_two_processes_under_jax_distributed_give_the_single_process_result(tmp_
     np.testing.assert_allclose(a[2]["energy"], b[2]["energy"], rtol=1e-12)
 
 
-def test_killed_run_keeps_its_samples_and_resumes_to_the_uninterrupted_result(tmp_path):
+def test_killed_run_keeps_its_samples_and_resumes_to_the_uninterrupted_result(tmp_path, wait_for_samples):
     args = ["--NX", "16", "--dt", "0.01", "--t_total", "15", "--save_interval", "0.01", "--no_progress"]
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "solvers.py2d_turbulence.run_solver", "--output_dir", str(out), *args],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    deadline = time.time() + 120
-    committed = 0
-    while time.time() < deadline and proc.poll() is None:
-        files = list(out.glob("*.h5"))
-        if files:
-            try:
-                with hdf5_utils.open_dataset(files[0]) as f:
-                    committed = f.n_samples
-            except (OSError, hdf5_utils.GustFormatError):
-                committed = 0
-            if committed >= 20:
-                break
-        time.sleep(0.005)
+    wait_for_samples(out, 20, [proc])
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; make it longer"

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -105,25 +104,10 @@ def test_training_stops_after_the_step_in_progress_with_a_checkpoint_and_resumes
         assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
 
 
-def wait_for_samples(out: Path, n: int, procs) -> int:
-    """Wait (at most 120 s) until the file in ``out`` has ``n`` committed samples; return how many it has."""
-    deadline, committed = time.time() + 120, 0
-    while time.time() < deadline and all(p.poll() is None for p in procs) and committed < n:
-        files = list(out.glob("*.h5"))
-        if files:
-            try:
-                with hdf5_utils.open_dataset(files[0]) as f:
-                    committed = f.n_samples
-            except (OSError, hdf5_utils.GustFormatError):
-                committed = 0
-        time.sleep(0.005)
-    return committed
-
-
 LONG = ["--NX", "16", "--dt", "0.01", "--t_total", "15", "--save_interval", "0.01", "--no_progress"]
 
 
-def test_a_solver_process_sent_sigterm_exits_143_with_its_last_frame_and_state_saved(tmp_path):
+def test_a_solver_process_sent_sigterm_exits_143_with_its_last_frame_and_state_saved(tmp_path, wait_for_samples):
     """The real signal from outside, as a scheduler sends it, to the CLI in its own process."""
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -141,7 +125,7 @@ def test_a_solver_process_sent_sigterm_exits_143_with_its_last_frame_and_state_s
 
 
 def test_under_jax_distributed_process_0_decides_and_every_process_stops_at_the_same_frame(
-    tmp_path, start_two_processes
+    tmp_path, start_two_processes, wait_for_samples
 ):
     """SIGTERM to process 0 only: process 1 stops with it (the decision is broadcast), at the same frame."""
     out = tmp_path / "multi"
