@@ -260,7 +260,7 @@ def report(prog: str, err: BaseException, interrupted: str | None = None) -> int
     if isinstance(err, OSError):
         return fail(prog, os_error_text(err))
     if isinstance(err, stop.Terminated) and interrupted:  # a loop's own message after a clean stop, or the default
-        text = str(err) if str(err) != "SIGTERM" else "terminated by SIGTERM" + interrupted.removeprefix("interrupted")
+        text = str(err) or "terminated by SIGTERM" + interrupted.removeprefix("interrupted")
         return fail(prog, text, stop.EXIT_TERMINATED)
     if isinstance(err, KeyboardInterrupt) and interrupted:
         return fail(prog, interrupted, EXIT_INTERRUPTED)

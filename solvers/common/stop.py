@@ -24,7 +24,8 @@ EXIT_TERMINATED = 143  # 128 + 15 (SIGTERM)
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM ended the run. A KeyboardInterrupt, so that every path that keeps work on Ctrl-C keeps it here too."""
+    """SIGTERM ended the run. A KeyboardInterrupt, so that every path that keeps work on Ctrl-C keeps it here too.
+    Its message says what a loop saved before it stopped; empty when the signal stopped the work at once."""
 
 
 _requested = threading.Event()
@@ -34,7 +35,7 @@ _graceful_depth = 0
 def _on_sigterm(signum, frame) -> None:
     _requested.set()
     if _graceful_depth == 0:
-        raise Terminated("SIGTERM")
+        raise Terminated()
 
 
 @contextmanager
