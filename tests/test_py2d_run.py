@@ -493,3 +493,20 @@ def test_run_stopped_in_the_spin_up_resumes_from_the_start(tmp_path, monkeypatch
     assert code == 0 and "starting it again" in capsys.readouterr().err
     assert cli(tmp_path, "--spinup_time", "0.1", out="straight")[0] == 0
     np.testing.assert_array_equal(read_all(path)[0], read_all(next((tmp_path / "straight").glob("*.h5")))[0])
+
+
+def test_each_chunk_queues_the_host_copies_of_its_outputs_but_not_of_its_state():
+    """As the driver dispatches a chunk it queues the device→host copies of the chunk's fields, diagnostics and
+    flags (ordered on the device ahead of the next chunk); the state stays on the device."""
+    import types
+
+    class Leaf:
+        copies = 0
+
+        def copy_to_host_async(self):
+            self.copies += 1
+
+    state, field, diags, finite = Leaf(), Leaf(), Leaf(), Leaf()
+    sim = types.SimpleNamespace(chunk=lambda s: (state, {"omega": field}, diags, finite))
+    assert driver._dispatch(sim, None) == (state, {"omega": field}, diags, finite)
+    assert [x.copies for x in (state, field, diags, finite)] == [0, 1, 1, 1]

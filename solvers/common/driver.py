@@ -356,6 +356,17 @@ def _write_frame(sim: Simulation, writer, frame: int, fields: dict, state, save_
     return int(steps.max())
 
 
+def _dispatch(sim: Simulation, state):
+    """``sim.chunk(state)``, with the device→host copies of its outputs (fields, diagnostics, flags; not the state)
+    queued at once (one process): ordered on the device right behind this chunk and ahead of the next one, so the
+    host's later ``gather`` does not wait for the next chunk whatever streams the runtime uses for the copies."""
+    out = sim.chunk(state)
+    if jax.process_count() == 1:  # several processes gather by an all-gather on the devices instead
+        for leaf in jax.tree.leaves(out[1:]):
+            leaf.copy_to_host_async()
+    return out
+
+
 def _now() -> float:
     """The clock of the state saves (a module function, so that tests can replace it)."""
     return walltime.monotonic()
@@ -411,7 +422,7 @@ def _run_frames(
     )
     steps = int(_steps(state, cfg.n_trajectories).max())
     last_save = _now()
-    pending = sim.chunk(state) if start < cfg.n_frames else None
+    pending = _dispatch(sim, state) if start < cfg.n_frames else None
     with bar, stop.graceful():
         for frame in range(start, cfg.n_frames):
             t0 = walltime.perf_counter()
@@ -419,7 +430,7 @@ def _run_frames(
                 new_state, fields, diags, finite = pending
                 # dispatch the next chunk before waiting for this one's outputs, so the device also computes while
                 # the host copies this frame back (no gain measured on an H200 where the host's writes dominate)
-                pending = sim.chunk(new_state) if frame + 1 < cfg.n_frames else None
+                pending = _dispatch(sim, new_state) if frame + 1 < cfg.n_frames else None
                 fields, diags, finite = gather((fields, diags, finite))
                 diags = np.asarray(diags, dtype=np.float64)
                 finite = np.asarray(finite, dtype=bool) & storable(fields, cfg.n_trajectories)
@@ -430,7 +441,7 @@ def _run_frames(
                 if note is None:
                     _stop(writer, f"t = {frame_time(cfg, frame):g}: {problem}; kept {frame} good frames")
                 (bar.write if progress else log)(f"t = {frame_time(cfg, frame - 1):g}: {note}")
-                pending = sim.chunk(state)  # the speculative next chunk is dropped; redo this one from its start
+                pending = _dispatch(sim, state)  # the speculative next chunk is dropped; redo this one from its start
             rows = diags.shape[0]
             t_diag = frame_time(cfg, frame - 1) + cfg.save_interval * np.arange(1, rows + 1) / rows
             writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(names)})
