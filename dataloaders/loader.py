@@ -79,6 +79,7 @@ class _Plan:
     epochs: int | None
     stats: FieldStats | None
     sharding: jax.sharding.Sharding | None
+    pinned: bool
 
     @property
     def batches_per_epoch(self) -> int:
@@ -108,9 +109,17 @@ class _Plan:
         x = self.dataset.read_batch(idx)  # a fresh buffer every time: never reused once handed to device_put
         if self.stats is not None:
             self.stats.normalize_(x)
+        if not self.pinned:
+            if multi:
+                return jax.make_array_from_process_local_data(self.sharding, x, global_shape)
+            return jax.device_put(x, self.sharding)
+        target = self.sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        staging = target.with_memory_kind("pinned_host")
         if multi:
-            return jax.make_array_from_process_local_data(self.sharding, x, global_shape)
-        return jax.device_put(x, self.sharding)
+            staged = jax.make_array_from_process_local_data(staging, x, global_shape)
+        else:
+            staged = jax.device_put(x, staging)
+        return jax.device_put(staged, target)  # page-locked source: a DMA that needs no host copy of its own
 
 
 def _put(q: queue.Queue, stop: threading.Event, item: tuple) -> bool:
@@ -170,6 +179,9 @@ class BatchLoader:
         sharding: where batches go: None (default device), a `jax.sharding.Sharding`, e.g. `batch_sharding()`.
         prefetch: batches queued ahead of the consumer (>= 1).
         workers: reader threads, each reading and transferring whole batches, delivered in order (>= 1; default 1).
+        pinned: stage each batch in page-locked host memory (JAX's "pinned_host" memory kind) before the transfer to
+            the devices, so that the transfer is a DMA that can overlap the devices' work (default False: numpy
+            memory, which the runtime stages itself). An experiment for the GPU: see README, "Dataloaders".
         state: a dict from `state()` to continue from (see `from_state`).
     """
 
@@ -186,6 +198,7 @@ class BatchLoader:
         sharding: jax.sharding.Sharding | None = None,
         prefetch: int = 2,
         workers: int = 1,
+        pinned: bool = False,
         state: dict[str, Any] | None = None,
     ) -> None:
         self._stop: threading.Event | None = None  # set first: __del__ runs even if validation fails
@@ -228,8 +241,26 @@ class BatchLoader:
                         else f" ({n} items split over {parts} devices)"
                     )
                 )
+        if not isinstance(pinned, bool):
+            raise TypeError(f"pinned must be True or False, got {pinned!r}")
+        if pinned:
+            devices = sharding.addressable_devices if sharding is not None else jax.local_devices()[:1]
+            kinds = {m.kind for m in next(iter(devices)).addressable_memories()}
+            if "pinned_host" not in kinds:
+                raise ValueError(
+                    f"pinned=True needs the 'pinned_host' memory kind, which this backend's devices do not offer "
+                    f"(they offer {', '.join(sorted(kinds))}); use pinned=False"
+                )
         self._plan = _Plan(
-            dataset, int(batch_size), int(seed), bool(shuffle), bool(drop_remainder), epochs, normalize, sharding
+            dataset,
+            int(batch_size),
+            int(seed),
+            bool(shuffle),
+            bool(drop_remainder),
+            epochs,
+            normalize,
+            sharding,
+            pinned,
         )
         self.prefetch = int(prefetch)
         self.workers = int(workers)

@@ -382,6 +382,19 @@ def test_bad_loader_arguments_fail_with_one_line(files, kwargs, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_pinned_staging_delivers_the_same_batches_to_device_memory(files):
+    with GustDataset(files["a"], ["u", "v"]) as ds:
+        stats = compute_stats(ds)
+        plain = [np.asarray(b) for b in BatchLoader(ds, 4, seed=3, epochs=1, normalize=stats)]
+        pinned = list(BatchLoader(ds, 4, seed=3, epochs=1, normalize=stats, pinned=True))
+        assert len(pinned) == len(plain) == 6
+        for a, b in zip(pinned, plain, strict=True):
+            assert a.sharding.memory_kind == "device"  # staged in pinned host memory, delivered to the device
+            np.testing.assert_array_equal(np.asarray(a), b)
+        with pytest.raises(TypeError, match="pinned must be True or False, got 1"):
+            BatchLoader(ds, 4, pinned=1)
+
+
 def test_single_device_sharding_puts_batches_on_that_device(files):
     with GustDataset(files["a"], "u") as ds:
         sharding = batch_sharding()
@@ -399,13 +412,14 @@ try:
     BatchLoader(ds, 6, sharding=batch_sharding())
 except ValueError as e:
     print("ERROR", e)
-loader = BatchLoader(ds, 8, seed=5, epochs=1, sharding=batch_sharding())
-for k, batch in enumerate(loader):
-    shards = sorted(batch.addressable_shards, key=lambda s: s.index[0].start)
-    assert [s.data.shape for s in shards] == [(2, 2, 8, 6)] * 4, [s.data.shape for s in shards]
-    assert len({s.device for s in shards}) == 4
-    np.testing.assert_array_equal(np.asarray(batch), ds.read_batch(loader.batch_indices(0, k)))
-print("BATCHES", k + 1)
+for pinned in (False, True):
+    loader = BatchLoader(ds, 8, seed=5, epochs=1, sharding=batch_sharding(), pinned=pinned)
+    for k, batch in enumerate(loader):
+        shards = sorted(batch.addressable_shards, key=lambda s: s.index[0].start)
+        assert [s.data.shape for s in shards] == [(2, 2, 8, 6)] * 4, [s.data.shape for s in shards]
+        assert len({s.device for s in shards}) == 4 and batch.sharding.memory_kind == "device"
+        np.testing.assert_array_equal(np.asarray(batch), ds.read_batch(loader.batch_indices(0, k)))
+    print("BATCHES", k + 1)
 """
 
 
@@ -418,7 +432,7 @@ def test_four_simulated_devices_split_the_batch(files):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].startswith("ERROR batch_size=6 is not a multiple of the 4 devices the sharding splits the batch")
-    assert lines[1] == "BATCHES 3"
+    assert lines[1:] == ["BATCHES 3", "BATCHES 3"]  # numpy memory, then staged in pinned host memory
 
 
 TWO_PROCESSES = """
@@ -429,12 +443,13 @@ from jax.experimental import multihost_utils
 from dataloaders import BatchLoader, GustDataset, batch_sharding
 assert jax.device_count() == 4 and jax.local_device_count() == 2
 ds = GustDataset(sys.argv[1], ["u", "v"])
-loader = BatchLoader(ds, 8, seed=5, epochs=1, sharding=batch_sharding())
-for k, batch in enumerate(loader):
-    assert batch.shape == (8, 2, 8, 6) and len(batch.addressable_shards) == 2
-    whole = multihost_utils.process_allgather(batch, tiled=True)
-    np.testing.assert_array_equal(whole, ds.read_batch(loader.batch_indices(0, k)))
-print("BATCHES", k + 1)
+for pinned in (False, True):
+    loader = BatchLoader(ds, 8, seed=5, epochs=1, sharding=batch_sharding(), pinned=pinned)
+    for k, batch in enumerate(loader):
+        assert batch.shape == (8, 2, 8, 6) and len(batch.addressable_shards) == 2
+        whole = multihost_utils.process_allgather(batch, tiled=True)
+        np.testing.assert_array_equal(whole, ds.read_batch(loader.batch_indices(0, k)))
+    print("BATCHES", k + 1)
 """
 
 
@@ -444,7 +459,7 @@ def test_two_processes_assemble_the_global_batch_from_their_own_rows(files, two_
     script = textwrap.dedent(TWO_PROCESSES)
     res = two_processes(lambda address, i: [sys.executable, "-c", script, str(files["a"]), address, str(i)], 180)
     assert [r[0] for r in res] == [0, 0], [r[2][-1500:] for r in res]
-    assert all("BATCHES 3" in r[1] for r in res)
+    assert all(r[1].count("BATCHES 3") == 2 for r in res)  # numpy memory, then pinned staging
 
 
 def test_windows_of_a_real_turbulence_run_follow_time_within_one_trajectory(tmp_path):
