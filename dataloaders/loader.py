@@ -16,7 +16,9 @@ each batch is read into a freshly allocated host buffer, normalised in place, an
 this 2-core CPU machine more readers gave no measurable gain, so the default stays 1.)
 A buffer is never reused after that hand-off: on the CPU backend (and for host-pinned memory) `device_put` may
 keep using the numpy memory instead of copying it, so overwriting it would change an array the consumer already
-holds. An exception in the thread is re-raised by the consumer's next `next()`.
+holds. With `pinned=True` the batch goes through page-locked host memory (JAX's "pinned_host" memory kind) on its
+way to the devices, one more host copy for a transfer that can overlap the devices' work (an experiment for GPUs).
+An exception in the thread is re-raised by the consumer's next `next()`.
 `close()` (or leaving a `with` block, or garbage collection) stops and joins the thread.
 
 Devices. `sharding=batch_sharding()` splits the batch axis over all devices (a 1-D mesh, axis "batch"); the
