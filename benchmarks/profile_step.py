@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gzip
 import json
 import os
@@ -191,13 +192,32 @@ def profile(make_run, units: int, steps_per_unit: int, trace_dir: Path) -> dict:
     the fixed costs vary by more than 2 units of work it is noise); the last call is traced.
     """
     make_run(units)()
-    short, long = _timed(make_run(units)), _timed(make_run(3 * units))
+    marginal = untraced_ms_per_step(make_run, units, steps_per_unit)
     if trace_dir.exists():
         shutil.rmtree(trace_dir)
     with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True, profiler_options=trace_options()):
         wall = _timed(make_run(units))
-    steps = units * steps_per_unit
-    return summarize(trace_dir, wall, steps) | {"untraced_ms_per_step": 1e3 * (long - short) / (2 * steps)}
+    return summarize(trace_dir, wall, units * steps_per_unit) | {"untraced_ms_per_step": marginal}
+
+
+def untraced_ms_per_step(make_run, units: int, steps_per_unit: int) -> float:
+    """The marginal ms per step of runs of ``units`` and ``3 units`` (see :func:`profile`)."""
+    short, long = _timed(make_run(units)), _timed(make_run(3 * units))
+    return 1e3 * (long - short) / (2 * units * steps_per_unit)
+
+
+@contextlib.contextmanager
+def copies_at_gather():
+    """The driver as it was before it queued each chunk's device→host output copies at dispatch
+    (``driver._dispatch``): the copies start when the host gathers the frame. For a before/after in one process."""
+    from solvers.common import driver
+
+    queued = driver._dispatch
+    driver._dispatch = lambda sim, state: sim.chunk(state)
+    try:
+        yield
+    finally:
+        driver._dispatch = queued
 
 
 PY2D_PER_FRAME, PY2D_DT = 100, 5e-5  # frames of 100 ab2cn steps
@@ -305,6 +325,8 @@ def workload_py2d(args, work: Path, out: Path) -> dict:
         )
 
     res = profile(make_run, args.frames, per_frame, out / "py2d")
+    with copies_at_gather():  # before/after of the queued output copies, measured after them in the same process
+        res["untraced_ms_per_step_copies_at_gather"] = untraced_ms_per_step(make_run, args.frames, per_frame)
     bare = 1e3 * bench_one("ab2cn", n, args.precision, 1, per_frame, 3)[0]  # the benchmark's bare step loop
     return {"label": f"py2d {n}² ab2cn {args.precision}, frames of {per_frame} steps", "bare_ms": bare} | res
 
@@ -443,6 +465,8 @@ def main(argv=None) -> int:
             results["workloads"][name] = res
             (out / "profile.json").write_text(json.dumps(results, indent=1) + "\n")
             bare = f", bare step loop {res['bare_ms']:.3f} ms" if res["bare_ms"] is not None else ""
+            if (before := res.get("untraced_ms_per_step_copies_at_gather")) is not None:
+                bare += f" (untraced with the frame copies started at the gather, as before: {before:.3f} ms/step)"
             print(
                 f"\n### {res['label']}\nproduction loop {res['loop_ms_per_step']:.3f} ms/step in the trace, "
                 f"{res['untraced_ms_per_step']:.3f} ms/step untraced (marginal){bare}; step program "

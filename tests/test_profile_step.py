@@ -93,3 +93,28 @@ def test_profile_times_two_lengths_untraced_then_traces_one(tmp_path, monkeypatc
     assert res["wall_s"] == pytest.approx(2.9) and res["steps"] == 15
     assert res["source"] == "cpu" and res["step_module"] == "jit_fft_step", res["step_module"]
     assert profile_step.trace_options().python_tracer_level == 0
+
+
+def test_copies_at_gather_runs_the_driver_as_before_and_restores_it():
+    # the py2d profile's before/after: inside, a dispatched chunk's outputs get no queued host copy (as before the
+    # driver queued them); outside, the driver's own dispatch is back
+    import types
+
+    from benchmarks import profile_step
+    from solvers.common import driver
+
+    class Leaf:
+        copies = 0
+
+        def copy_to_host_async(self):
+            self.copies += 1
+
+    out = Leaf()
+    sim = types.SimpleNamespace(chunk=lambda state: (None, {"omega": out}, Leaf(), Leaf()))
+    queued = driver._dispatch
+    with profile_step.copies_at_gather():
+        driver._dispatch(sim, None)
+        assert out.copies == 0
+    assert driver._dispatch is queued
+    driver._dispatch(sim, None)
+    assert out.copies == 1
