@@ -125,6 +125,23 @@ def test_a_solver_process_sent_sigterm_exits_143_with_its_last_frame_and_state_s
         assert f.state_counts[0] == f.n_samples  # the state goes with the last frame written
 
 
+def sigterm_process_0_of_two(start_two_processes, args, ready) -> list[str]:
+    """Run ``args`` as the 2 processes of one jax.distributed job, send SIGTERM to process 0 alone once
+    ``ready(procs)`` returns, check that both processes exit 143, and return each one's last stderr line."""
+    procs = start_two_processes(
+        lambda address, i: [*args, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)]
+    )
+    try:
+        ready(procs)
+        procs[0].send_signal(signal.SIGTERM)
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [stop.EXIT_TERMINATED] * 2, [e[-800:] for e in errs]
+    return [e.strip().splitlines()[-1] for e in errs]
+
+
 def test_under_jax_distributed_process_0_decides_and_every_process_stops_at_the_same_frame(
     tmp_path, start_two_processes, wait_for_samples
 ):
@@ -132,18 +149,7 @@ def test_under_jax_distributed_process_0_decides_and_every_process_stops_at_the_
     out = tmp_path / "multi"
     args = [sys.executable, "-m", "solvers.py2d_turbulence.run_solver", "--output_dir", str(out), *LONG]
     args += ["--n_trajectories", "4"]
-    procs = start_two_processes(
-        lambda address, i: [*args, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)]
-    )
-    try:
-        wait_for_samples(out, 4 * 10, procs)
-        procs[0].send_signal(signal.SIGTERM)
-        errs = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [stop.EXIT_TERMINATED] * 2, [e[-500:] for e in errs]
-    last = [e.strip().splitlines()[-1] for e in errs]
+    last = sigterm_process_0_of_two(start_two_processes, args, lambda procs: wait_for_samples(out, 4 * 10, procs))
     assert "stopped by SIGTERM after frame" in last[0] and last[0] == last[1], last
     with hdf5_utils.open_dataset(py2d_file(out)) as f:
         assert not f.complete and f.n_samples >= 40 and f.n_samples % 4 == 0
@@ -160,22 +166,15 @@ def test_training_under_jax_distributed_stops_every_process_at_the_same_logged_s
     args += ["--output_dir", str(out), "--steps", "100000", "--batch_size", "4", "--sample_stop", "14"]
     args += ["--log_every", "3", "--checkpoint_every", "3", "--ch", "8", "--num_groups", "4", "--embed_dim", "8"]
     args += ["--codebook_size", "32", "--no_progress"]
-    procs = start_two_processes(
-        lambda address, i: [*args, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)]
-    )
-    try:
+
+    def training_runs(procs):  # its first checkpoint (step 3) is written
         deadline = time.time() + 180
         while time.time() < deadline and all(p.poll() is None for p in procs):
-            if (out / "checkpoint.json").exists():  # training runs (its first checkpoint, step 3, is written)
-                break
+            if (out / "checkpoint.json").exists():
+                return
             time.sleep(0.01)
-        procs[0].send_signal(signal.SIGTERM)
-        errs = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [stop.EXIT_TERMINATED] * 2, [e[-800:] for e in errs]
-    last = [e.strip().splitlines()[-1] for e in errs]
+
+    last = sigterm_process_0_of_two(start_two_processes, args, training_runs)
     assert "stopped by SIGTERM at step" in last[0] and last[0] == last[1], last
     step = json.loads((out / "checkpoint.json").read_text())["step"]
     assert step % 3 == 0 and f"at step {step} of 100000" in last[0], (step, last)
