@@ -372,15 +372,16 @@ def _now() -> float:
     return walltime.monotonic()
 
 
-def _state_due(last_save: float, state_seconds: float) -> bool:
-    """Whether ``state_seconds`` of wall time have passed since ``last_save``; on several processes process 0
-    decides for all (the state's gather is collective, so every process must agree)."""
-    due = _now() - last_save >= state_seconds
+def _decide(last_save: float, state_seconds: float) -> tuple[bool, bool]:
+    """(whether ``state_seconds`` of wall time have passed since ``last_save``, whether SIGTERM has arrived); on
+    several processes process 0 decides both for all, in one broadcast per frame (the state's gather is collective
+    and every process must stop at the same frame, so every process must agree)."""
+    flags = np.array([_now() - last_save >= state_seconds, stop.pending()])
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        due = bool(multihost_utils.broadcast_one_to_all(np.bool_(due)))
-    return due
+        flags = np.asarray(multihost_utils.broadcast_one_to_all(flags))
+    return bool(flags[0]), bool(flags[1])
 
 
 def _spin_up(sim: Simulation, state, progress: bool):
@@ -446,8 +447,9 @@ def _run_frames(
             t_diag = frame_time(cfg, frame - 1) + cfg.save_interval * np.arange(1, rows + 1) / rows
             writer.write_diagnostics(t_diag, {n: diags[:, :, i] for i, n in enumerate(names)})
             last = frame == cfg.n_frames - 1
-            halt = not last and stop.requested()  # SIGTERM: this frame goes with the full state, then the run stops
-            save_state = last or halt or _state_due(last_save, state_seconds)
+            due, sigterm = _decide(last_save, state_seconds)
+            halt = sigterm and not last  # SIGTERM: this frame goes with the full state, then the run stops
+            save_state = last or halt or due
             steps_before, steps = steps, _write_frame(sim, writer, frame, fields, new_state, save_state)
             writer.commit()
             if halt:

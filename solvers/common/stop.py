@@ -64,11 +64,17 @@ def graceful() -> Iterator[None]:
         _graceful_depth -= 1
 
 
+def pending() -> bool:
+    """Whether SIGTERM has arrived in this process (no collective; a loop on several processes uses
+    :func:`requested`, or broadcasts this itself along with its other decisions, as the solvers' driver does)."""
+    return _requested.is_set()
+
+
 def requested() -> bool:
     """Whether SIGTERM has arrived. On several processes (``jax.distributed``) process 0's answer, for all of them,
     so that every process stops at the same step: a collective call, which every process must make at the same
     point of its loop."""
-    flag = _requested.is_set()
+    flag = pending()
     import jax
 
     if jax.process_count() > 1:
