@@ -243,13 +243,15 @@ def test_dead_codes_are_restarted_from_the_batch_encoder_outputs(data, straight)
             batch = next(iter(loader))
     step = make_train_step(opt, 0.0, restart_every=2, seed=3)
     counts = jnp.zeros(64).at[:32].set(1.0)  # codes 0..31 "used earlier"; 32..63 dead unless this batch uses them
+    idx = [np.asarray(i).ravel() for i in eqx.filter_jit(lambda m, b: jax.vmap(m.encode_indices)(b))(model, batch)]
+    live = np.zeros(64, bool)
+    live[np.concatenate(idx)] = True
+    live |= np.asarray(counts) > 0
+    opt_state = opt.init(eqx.filter(model, eqx.is_inexact_array))
+    cb_old = np.asarray(model.quantizer.codebook)
     for n, expect_restart in ((1, False), (2, True)):
-        new, _, new_counts, m = step(model, opt.init(eqx.filter(model, eqx.is_inexact_array)), counts, batch, n)
-        cb_old, cb_new = np.asarray(model.quantizer.codebook), np.asarray(new.quantizer.codebook)
-        idx = [np.asarray(i).ravel() for i in jax.vmap(model.encode_indices)(batch)]
-        live = np.zeros(64, bool)
-        live[np.concatenate(idx)] = True
-        live |= np.asarray(counts) > 0
+        new, _, new_counts, m = step(model, opt_state, counts, batch, jnp.asarray(n, jnp.int32))  # one compilation
+        cb_new = np.asarray(new.quantizer.codebook)
         if not expect_restart:
             assert int(m["restarted"]) == 0 and np.array_equal(cb_new[~live], cb_old[~live])
             assert np.all(np.asarray(new_counts)[live] > 0)
