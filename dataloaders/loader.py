@@ -103,11 +103,10 @@ class _Plan:
         idx = self.order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
         global_shape = (idx.size, *self.dataset.item_shape)
         multi = self.sharding is not None and jax.process_count() > 1
-        if multi:
-            rows = [s[0] for s in self.sharding.addressable_devices_indices_map(global_shape).values()]
-            lo = min(r.start or 0 for r in rows)
-            hi = max(idx.size if r.stop is None else r.stop for r in rows)
-            idx = idx[lo:hi]
+        if multi:  # this process's rows only, ascending, as make_array_from_process_local_data maps them onto its
+            # devices (they need not be contiguous: a device order may alternate between processes)
+            rows = self.sharding.addressable_devices_indices_map(global_shape).values()
+            idx = idx[np.unique(np.concatenate([np.arange(idx.size)[r[0]] for r in rows]))]
         x = self.dataset.read_batch(idx)  # a fresh buffer every time: never reused once handed to device_put
         if self.stats is not None:
             self.stats.normalize_(x)

@@ -443,13 +443,16 @@ from jax.experimental import multihost_utils
 from dataloaders import BatchLoader, GustDataset, batch_sharding
 assert jax.device_count() == 4 and jax.local_device_count() == 2
 ds = GustDataset(sys.argv[1], ["u", "v"])
-for pinned in (False, True):
-    loader = BatchLoader(ds, 8, seed=5, epochs=1, sharding=batch_sharding(), pinned=pinned)
-    for k, batch in enumerate(loader):
-        assert batch.shape == (8, 2, 8, 6) and len(batch.addressable_shards) == 2
-        whole = multihost_utils.process_allgather(batch, tiled=True)
-        np.testing.assert_array_equal(whole, ds.read_batch(loader.batch_indices(0, k)))
-    print("BATCHES", k + 1)
+by_process = [[d for d in jax.devices() if d.process_index == p] for p in (0, 1)]
+alternating = [by_process[0][0], by_process[1][0], by_process[0][1], by_process[1][1]]
+for devices in (None, alternating):  # the processes' devices side by side in the mesh, or alternating
+    for pinned in (False, True):
+        loader = BatchLoader(ds, 8, seed=5, epochs=1, sharding=batch_sharding(devices), pinned=pinned)
+        for k, batch in enumerate(loader):
+            assert batch.shape == (8, 2, 8, 6) and len(batch.addressable_shards) == 2
+            whole = multihost_utils.process_allgather(batch, tiled=True)
+            np.testing.assert_array_equal(whole, ds.read_batch(loader.batch_indices(0, k)))
+        print("BATCHES", k + 1)
 """
 
 
@@ -459,7 +462,7 @@ def test_two_processes_assemble_the_global_batch_from_their_own_rows(files, two_
     script = textwrap.dedent(TWO_PROCESSES)
     res = two_processes(lambda address, i: [sys.executable, "-c", script, str(files["a"]), address, str(i)], 180)
     assert [r[0] for r in res] == [0, 0], [r[2][-1500:] for r in res]
-    assert all(r[1].count("BATCHES 3") == 2 for r in res)  # numpy memory, then pinned staging
+    assert all(r[1].count("BATCHES 3") == 4 for r in res)  # 2 device orders x (numpy memory, pinned staging)
 
 
 def test_windows_of_a_real_turbulence_run_follow_time_within_one_trajectory(tmp_path):
