@@ -47,7 +47,9 @@ def split_by_trajectory(
     file, so the (file, trajectory) pairs of the two sets are disjoint as well.
     """
     n = _positive_int("n_trajectories", n_trajectories, minimum=2)
-    if not (isinstance(test_fraction, (int, float)) and 0 < test_fraction < 1):
+    if isinstance(test_fraction, bool) or not (
+        isinstance(test_fraction, (int, float, np.number)) and 0 < test_fraction < 1
+    ):
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     n_test = min(n - 1, max(1, round(test_fraction * n)))
     perm = np.random.default_rng(seed).permutation(n)

@@ -210,7 +210,7 @@ class BatchLoader:
         for name, value, minimum in checks:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1):
             raise ValueError(f"epochs must be None (endless) or an integer >= 1, got {epochs!r}")
         n = len(dataset)
         if drop_remainder and batch_size > n:
@@ -321,12 +321,12 @@ class BatchLoader:
                     "resume with the same dataset selection and loader settings"
                 )
         epoch, position = state["epoch"], state["position"]
-        if not (isinstance(epoch, int) and epoch >= 0 and isinstance(position, int)):
+        if not (isinstance(epoch, (int, np.integer)) and epoch >= 0 and isinstance(position, (int, np.integer))):
             raise ValueError(f"state epoch={epoch!r}, position={position!r} must be integers >= 0")
         if not 0 <= position < self.batches_per_epoch:
             raise ValueError(f"state position={position} not in [0, {self.batches_per_epoch}) batches per epoch")
         self.close()
-        self._epoch, self._position = epoch, position
+        self._epoch, self._position = int(epoch), int(position)
 
     @classmethod
     def from_state(cls, dataset: GustDataset, state: dict[str, Any], **kwargs: Any) -> BatchLoader:

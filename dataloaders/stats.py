@@ -45,9 +45,11 @@ class FieldStats:
                 f"FieldStats needs one mean and std per field, got {len(self.fields)} fields, "
                 f"{len(self.mean)} means, {len(self.std)} stds"
             )
-        for name, s in zip(self.fields, self.std, strict=True):
+        for name, m, s in zip(self.fields, self.mean, self.std, strict=True):
             if not (math.isfinite(s) and s > 0):
                 raise ValueError(f"std of field {name!r} is {s!r}; normalising needs a positive finite std")
+            if not math.isfinite(m):
+                raise ValueError(f"mean of field {name!r} is {m!r}; normalising needs a finite mean")
 
     def to_dict(self) -> dict:
         return {"fields": list(self.fields), "mean": list(self.mean), "std": list(self.std), "count": self.count}

@@ -158,6 +158,8 @@ def test_split_by_trajectory_is_disjoint_complete_and_seeded():
     np.testing.assert_array_equal(again[1], test)
     assert any(not np.array_equal(split_by_trajectory(10, 0.3, seed=s)[1], test) for s in range(5, 10))
     assert len(split_by_trajectory(2, test_fraction=0.01)[1]) == 1  # both sides non-empty
+    same = split_by_trajectory(np.int64(10), test_fraction=np.float32(0.3), seed=np.int64(4))  # numpy scalars
+    assert all(np.array_equal(a, b) for a, b in zip(same, again, strict=True))
     with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\), got 1.5"):
         split_by_trajectory(10, test_fraction=1.5)
 
@@ -222,6 +224,8 @@ def test_streamed_stats_equal_float64_numpy_over_the_selection(files, tmp_path):
 def test_stats_reject_a_zero_std_and_other_fields():
     with pytest.raises(ValueError, match=r"std of field 'p' is 0\.0"):
         FieldStats(fields=("p",), mean=(1.0,), std=(0.0,), count=4)
+    with pytest.raises(ValueError, match=r"mean of field 'q' is nan; normalising needs a finite mean"):
+        FieldStats.from_dict({"fields": ["p", "q"], "mean": [0.0, "NaN"], "std": [1.0, 1.0], "count": 4})
     stats = FieldStats(fields=("u",), mean=(1.0,), std=(2.0,), count=4)
     with pytest.raises(ValueError, match=r"statistics are for fields \['u'\] but the dataset has \['u', 'v'\]"):
         stats.check_fields(["u", "v"])
@@ -308,6 +312,9 @@ def test_resumed_loader_yields_exactly_the_uninterrupted_batches(files):
         assert len(seen) + len(rest) == len(reference)
         for got, want in zip(seen + rest, reference, strict=True):
             np.testing.assert_array_equal(got, want)
+        numpy_ints = {k: np.int64(v) if type(v) is int else v for k, v in state.items()}  # e.g. an array checkpoint
+        again = [np.asarray(b) for b in BatchLoader.from_state(ds, numpy_ints, epochs=np.int64(3))]
+        assert all(np.array_equal(a, b) for a, b in zip(again, rest, strict=True))
         with pytest.raises(ValueError, match="state has seed=7 but this loader has seed=8"):
             BatchLoader(ds, 6, seed=8, state=state)
 

@@ -284,6 +284,11 @@ def test_foreign_files_refused(tmp_path):
         open_dataset(foreign)
     with pytest.raises(GustFormatError, match="not a Gust file"):
         validate(foreign)
+    for value in (np.arange(3), 7, ["gust"]):  # another tool's 'format' attribute: an array, a number, a list
+        with h5py.File(foreign, "a") as f:
+            f.attrs["format"] = value
+        with pytest.raises(GustFormatError, match="not a Gust file"):
+            validate(foreign)
     text = tmp_path / "notes.h5"
     text.write_text("hello")
     with pytest.raises(GustFormatError, match="is not an HDF5 file"):

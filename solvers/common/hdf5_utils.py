@@ -309,7 +309,8 @@ def _inspect(f: h5py.File, path: Path) -> tuple[_Layout | None, list[str]]:
 
     Raises GustFormatError for a foreign file or a newer major format version.
     """
-    if _decode_attr(f.attrs.get("format")) != FORMAT_NAME:
+    fmt = _decode_attr(f.attrs.get("format"))
+    if not (isinstance(fmt, str) and fmt == FORMAT_NAME):  # a foreign file's 'format' may be a number or an array
         raise GustFormatError(f"{path} is not a Gust file (no 'format' attribute = {FORMAT_NAME!r})")
     version = _decode_attr(f.attrs.get("format_version"))
     major = _parse_major(version)
