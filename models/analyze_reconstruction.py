@@ -20,7 +20,8 @@ Metric definitions (g = ground truth, r = reconstruction, sums over samples s an
 - MSE = mean (r − g)²;  relative L2 = sqrt(Σ (r − g)² / Σ g²) (pooled over all samples);
 - VRMSE (The Well: Ohana et al., "The Well: a large-scale collection of diverse physics simulations for machine
   learning", NeurIPS 2024 Datasets & Benchmarks, metrics section) = mean_s sqrt(MSE_s / (Var_s(g) + ε)), ε = 1e-7,
-  with MSE_s and Var_s the spatial mean square error and spatial variance of sample s;
+  with MSE_s and Var_s the spatial mean square error and spatial variance of sample s (the unbiased variance, ÷ (n − 1)
+  over the n grid points, as The Well's code computes it with torch.std's default);
 - histograms: ``n_bins`` equal bins over [min g, max g] of the analysed samples, shared by g and r; values of r
   outside are counted in the end bins (clipped fraction reported). JS divergence in bits (log base 2, in [0, 1])
   and total variation TV = ½ Σ|p − q| of the two probability mass functions; noise floor: the same two measures
@@ -118,7 +119,8 @@ PERIODIC_CONVENTION = (
     "mode's share of 1/2<f^2> (rfft2 Parseval, so sum over ALL shells k = 0..ceil(sqrt(2) N/2) equals 1/2<f^2> "
     "exactly), dk = 2pi/L, k in units of dk; E(k) for f = velocity (sum = 1/2<|u|^2>), Z(k) for f = vorticity "
     "(sum = 1/2<omega^2>); velocity from stored u,v when present, else from omega via psi_hat = omega_hat/|k|^2 "
-    "(lap psi = -omega), u = dpsi/dy, v = -dpsi/dx (mean flow not recoverable, k = 0 of E is 0); sample-averaged; "
+    "(lap psi = -omega), u = dpsi/dy, v = -dpsi/dx (mean flow not recoverable, k = 0 of E is 0); first derivatives "
+    "are 0 at the Nyquist wavenumber N/2 (its sine vanishes on the grid); sample-averaged; "
     "the Nyquist shell is k_N = N/2: plots and spectral errors use shells 1..k_N, the corner modes (shells > k_N) "
     "stay in spectra.npz and their share is reported as corner_fraction"
 )
@@ -149,10 +151,11 @@ def rel_l2(pred, truth) -> float:
 
 
 def vrmse(pred, truth, eps: float = VRMSE_EPS) -> np.ndarray:
-    """Per-sample VRMSE over the last two (spatial) axes: sqrt(mean (p − t)² / (Var(t) + eps)) (The Well)."""
+    """Per-sample VRMSE over the last two (spatial) axes: sqrt(mean (p − t)² / (Var(t) + eps)) (The Well), with the
+    unbiased variance (ddof 1) as in The Well's code."""
     p, t = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     err = np.mean((p - t) ** 2, axis=(-2, -1))
-    var = np.var(t, axis=(-2, -1))
+    var = np.var(t, axis=(-2, -1), ddof=1)
     return np.sqrt(err / (var + eps))
 
 
@@ -632,7 +635,8 @@ def build_metrics(
 DEFINITIONS = {
     "mse": "mean over samples and grid points of (r - g)^2, physical units squared",
     "rel_l2": "sqrt(sum (r - g)^2 / sum g^2) over all samples and grid points",
-    "vrmse": "mean over samples of sqrt(mean_xy (r - g)^2 / (var_xy(g) + 1e-7)) (The Well, Ohana et al. 2024)",
+    "vrmse": "mean over samples of sqrt(mean_xy (r - g)^2 / (var_xy(g) + 1e-7)), var with ddof 1 (The Well, Ohana "
+    "et al. 2024)",
     "histograms": "bins: n_bins equal bins over [min g, max g] of the analysed samples, shared by g and r; r values "
     "outside are clipped into the end bins (clipped_fraction); js in bits (log2, in [0,1]); tv = 1/2 sum|p - q|; "
     "*_floor: the same between the first and second half of the analysed ground-truth samples",

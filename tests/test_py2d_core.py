@@ -130,6 +130,25 @@ def test_energy_matches_physical_velocity(grid):
     assert float(core.enstrophy(w_hat, grid)) == pytest.approx(0.5 * np.mean(w**2), rel=1e-12)
 
 
+def test_first_derivatives_are_zero_at_the_nyquist_wavenumber(grid):
+    # sin(N/2 x) vanishes on every grid point, so a real grid field has no first derivative at kx or ky = N/2 (the
+    # usual rule for odd spectral derivatives, e.g. Trefethen, "Spectral Methods in MATLAB", 2000, ch. 3). White
+    # noise has Nyquist modes: energy, E(k) and Z(k) from (u, v) must match the grid fields the inverse FFT gives.
+    rng = np.random.default_rng(0)
+    w, u, v = rng.standard_normal((3, N, N))
+    w_hat = spec(w - w.mean())
+    u_hat, v_hat = core.psi2uv(core.omega2psi(w_hat, grid), grid)
+    e_grid = 0.5 * np.mean(phys(u_hat) ** 2 + phys(v_hat) ** 2)
+    assert float(core.energy(w_hat, grid)) == pytest.approx(e_grid, rel=1e-12)
+    assert float(core.energy_spectrum(w_hat, grid)[1].sum()) == pytest.approx(e_grid, rel=1e-12)
+    omega_hat = core.uv2omega(spec(u), spec(v), grid)
+    z_grid = 0.5 * np.mean(phys(omega_hat) ** 2)
+    assert float(core.enstrophy_spectrum(omega_hat, grid)[1].sum()) == pytest.approx(z_grid, rel=1e-12)
+    nyquist = np.cos(N // 2 * core.coordinates(N))  # cos(N/2 x) along x, then along y
+    assert np.abs(np.asarray(core.derivative_x(spec(np.broadcast_to(nyquist, (N, N))), grid))).max() == 0
+    assert np.abs(np.asarray(core.derivative_y(spec(np.broadcast_to(nyquist[:, None], (N, N))), grid))).max() == 0
+
+
 def test_spectra_satisfy_parseval_and_sit_on_their_shell(grid):
     w_hat = spec(ic.random_field(N, seed=2, trajectory=1, k_peak=6.0))
     _, e_k = core.energy_spectrum(w_hat, grid)

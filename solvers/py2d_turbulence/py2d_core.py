@@ -45,6 +45,11 @@ class SpectralGrid(eqx.Module):
     n: int = eqx.field(static=True)
     kx: Float[Array, "1 nkx"]
     ky: Float[Array, "ny 1"]
+    # kx, ky with the Nyquist wavenumber N/2 set to 0, for odd (first) derivatives: the sine at N/2 is 0 on every
+    # grid point, so a real grid field has no derivative there; i·(N/2) would make an imaginary Nyquist coefficient,
+    # which the inverse rfft drops but spectra and energies would count
+    kx_odd: Float[Array, "1 nkx"]
+    ky_odd: Float[Array, "ny 1"]
     ksq: Float[Array, "ny nkx"]
     inv_ksq: Float[Array, "ny nkx"]  # 1/K², with 0 for the mean mode
     dealias: Float[Array, "ny nkx"]  # 1 on kept modes, 0 on truncated ones
@@ -60,8 +65,9 @@ class SpectralGrid(eqx.Module):
         self.n = int(n)
         a = grid_arrays(self.n)
         dtype = jnp.result_type(float) if dtype is None else dtype
-        self.kx, self.ky, self.ksq, self.inv_ksq, self.dealias, self.weight = (
-            jnp.asarray(a[k], dtype=dtype) for k in ("kx", "ky", "ksq", "inv_ksq", "dealias", "weight")
+        names = ("kx", "ky", "kx_odd", "ky_odd", "ksq", "inv_ksq", "dealias", "weight")
+        self.kx, self.ky, self.kx_odd, self.ky_odd, self.ksq, self.inv_ksq, self.dealias, self.weight = (
+            jnp.asarray(a[k], dtype=dtype) for k in names
         )
         kx, ky, keep = a["kx"], a["ky"], a["dealias"]
         vel = np.stack([1j * ky * a["inv_ksq"] * keep, -1j * kx * a["inv_ksq"] * keep])
@@ -84,14 +90,17 @@ def coordinates(n: int) -> np.ndarray:
 
 
 def grid_arrays(n: int) -> dict[str, np.ndarray]:
-    """float64 numpy wavenumber arrays of the rfft2 layout: kx (1, N/2+1), ky (N, 1), K², 1/K² (0 at
-    the mean mode), the 2/3-rule mask and the rfft multiplicity of each column."""
+    """float64 numpy wavenumber arrays of the rfft2 layout: kx (1, N/2+1), ky (N, 1), the same with 0 at the
+    Nyquist wavenumber N/2 (``kx_odd``, ``ky_odd``: first derivatives), K², 1/K² (0 at the mean mode), the 2/3-rule
+    mask and the rfft multiplicity of each column."""
     kx = np.arange(n // 2 + 1, dtype=np.float64)[None, :]
     ky = (np.fft.fftfreq(n) * n)[:, None]
     ksq = kx**2 + ky**2
     return {
         "kx": kx,
         "ky": ky,
+        "kx_odd": np.where(kx == n // 2, 0.0, kx),
+        "ky_odd": np.where(np.abs(ky) == n // 2, 0.0, ky),
         "ksq": ksq,
         "inv_ksq": np.divide(1.0, ksq, out=np.zeros_like(ksq), where=ksq > 0),
         "dealias": ((3 * np.abs(kx) < n) & (3 * np.abs(ky) < n)).astype(np.float64),
@@ -124,13 +133,13 @@ def psi2omega(psi_hat, grid: SpectralGrid):
 
 
 def psi2uv(psi_hat, grid: SpectralGrid):
-    """û = i k_y ψ̂,  v̂ = −i k_x ψ̂."""
-    return 1j * grid.ky * psi_hat, -1j * grid.kx * psi_hat
+    """û = i k_y ψ̂,  v̂ = −i k_x ψ̂ (0 at the Nyquist wavenumber, as every first derivative here)."""
+    return 1j * grid.ky_odd * psi_hat, -1j * grid.kx_odd * psi_hat
 
 
 def uv2omega(u_hat, v_hat, grid: SpectralGrid):
     """ω̂ = i k_x v̂ − i k_y û (ω = ∂v/∂x − ∂u/∂y)."""
-    return 1j * grid.kx * v_hat - 1j * grid.ky * u_hat
+    return 1j * grid.kx_odd * v_hat - 1j * grid.ky_odd * u_hat
 
 
 def laplacian(f_hat, grid: SpectralGrid):
@@ -139,11 +148,11 @@ def laplacian(f_hat, grid: SpectralGrid):
 
 
 def derivative_x(f_hat, grid: SpectralGrid):
-    return 1j * grid.kx * f_hat
+    return 1j * grid.kx_odd * f_hat
 
 
 def derivative_y(f_hat, grid: SpectralGrid):
-    return 1j * grid.ky * f_hat
+    return 1j * grid.ky_odd * f_hat
 
 
 def nonlinear_term(omega_hat: Complex[Array, "... ny nkx"], grid: SpectralGrid) -> Complex[Array, "... ny nkx"]:
@@ -179,9 +188,15 @@ def _mean_product(a_hat, b_hat, grid: SpectralGrid):
     return jnp.sum(grid.weight * jnp.real(a_hat * jnp.conj(b_hat)), axis=(-2, -1)) / norm
 
 
+def _velocity_weight(grid: SpectralGrid):
+    """(|û|² + |v̂|²)/|ω̂|² per mode: (k_x² + k_y²)/K⁴ with the first derivatives' Nyquist zeros, i.e. 1/K² except
+    on the Nyquist row and column."""
+    return (grid.kx_odd**2 + grid.ky_odd**2) * grid.inv_ksq**2
+
+
 def energy(omega_hat, grid: SpectralGrid):
-    """Kinetic energy E = ½⟨|u|²⟩ = ½⟨ψω⟩."""
-    return 0.5 * _mean_product(omega2psi(omega_hat, grid), omega_hat, grid)
+    """Kinetic energy E = ½⟨|u|²⟩ of the grid velocity (= ½⟨ψω⟩ for a field without Nyquist modes)."""
+    return 0.5 * _mean_product(omega_hat * _velocity_weight(grid), omega_hat, grid)
 
 
 def enstrophy(omega_hat, grid: SpectralGrid):
@@ -205,7 +220,7 @@ def _shell_sum(density, grid: SpectralGrid):
 
 def energy_spectrum(omega_hat, grid: SpectralGrid):
     """Angle-summed energy spectrum E(k) on integer shells; Σ_k E(k) = E exactly. Returns (k, E_k)."""
-    dens = 0.5 * grid.weight * jnp.abs(omega_hat) ** 2 * grid.inv_ksq / float(grid.n) ** 4
+    dens = 0.5 * grid.weight * jnp.abs(omega_hat) ** 2 * _velocity_weight(grid) / float(grid.n) ** 4
     e_k = _shell_sum(dens, grid)
     return jnp.arange(e_k.shape[-1]), e_k
 
