@@ -57,6 +57,7 @@ from solvers.common.cli import (
     add_trained_run_flags,
     exit_process,
     int_list,
+    output_dir_problem,
     positive_int,
     scale_list,
     tool_main,
@@ -482,15 +483,17 @@ class Accumulator:
 # ======================================================================================================================
 
 
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--output_dir {path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+def check_output_dir(path: str, overwrite: bool) -> None:
+    """Before any work (the folder is made after the model pass): refuse an unusable or non-empty folder."""
+    if problem := output_dir_problem(path, writable=True):
+        raise ValueError(problem)
+    if Path(path).is_dir() and any(Path(path).iterdir()) and not overwrite:
         raise FileExistsError(f"--output_dir {path} exists and is not empty; pass --overwrite to replace its files")
 
 
-def gt_ranges(ds, block: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-field (min, max) of the ground truth over every item of ``ds`` (pass 1, ``block`` items per read)."""
+def gt_ranges(ds, block: int, progress: bool, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-field (min, max) of the ground truth over every item of ``ds`` (pass 1, ``block`` items per read);
+    ``first`` is the stored index of item 0 (for the error message)."""
     from tqdm import tqdm
 
     c = len(ds.fields)
@@ -500,7 +503,8 @@ def gt_ranges(ds, block: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
         for s in range(0, n, block):
             x = ds.read_batch(np.arange(s, min(s + block, n)))
             if not np.all(np.isfinite(x)):
-                raise ValueError(f"--data_path has non-finite values (NaN/inf) in samples {s}..{min(s + block, n)}")
+                stored = f"{first + s}..{first + min(s + block, n) - 1}"
+                raise ValueError(f"--data_path has non-finite values (NaN/inf) in samples {stored} (stored indices)")
             lo = np.minimum(lo, x.min(axis=(0, 2, 3)))
             hi = np.maximum(hi, x.max(axis=(0, 2, 3)))
             bar.update(x.shape[0])
@@ -518,8 +522,8 @@ def analyze(args: argparse.Namespace, argv: list[str]) -> Path:
     """Body of the CLI; returns the output folder. ``ValueError`` / ``FileExistsError`` mean bad input."""
     from solvers.common.hdf5_utils import provenance as code_provenance
 
+    check_output_dir(args.output_dir, args.overwrite)
     out = Path(args.output_dir)
-    check_output_dir(out, args.overwrite)
     if args.n_bins < 2:
         raise ValueError(f"--n_bins must be >= 2 (got {args.n_bins})")
     if args.n_panel < 0:
@@ -532,7 +536,7 @@ def analyze(args: argparse.Namespace, argv: list[str]) -> Path:
         n = len(ds)
         grid = ds.grid
         plan = spectrum_plan(grid, trained.fields, tuple(ds.shape))
-        lo, hi = gt_ranges(ds, args.batch_size, progress)
+        lo, hi = gt_ranges(ds, args.batch_size, progress, args.sample_start)
         edges = [histogram_edges(float(a), float(b), args.n_bins) for a, b in zip(lo, hi, strict=True)]
         panel_items = sorted(set(np.rint(np.linspace(0, n - 1, min(args.n_panel, n))).astype(int).tolist()))
         n_scales = len(trained.config.scales)

@@ -3,8 +3,10 @@ Rayleigh–Bénard file, the CLI end to end on the tiny trained run, and bad inp
 
 import json
 import math
+import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -351,6 +353,9 @@ def psi_only_file(tmp_path_factory):
         ("field_missing", "'omega' not in"),
         ("bad_bins", "--n_bins"),
         ("output_not_empty", "pass --overwrite"),
+        ("output_below_a_file", "cannot be made"),  # found before the model pass, not when the folder is made after it
+        ("output_empty", "--output_dir must not be empty"),
+        ("nan_in_stored_sample_7", "non-finite values (NaN/inf) in samples 5..8 (stored indices)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(
@@ -376,8 +381,17 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
     if case == "output_not_empty":
         out.mkdir()
         (out / "notes.txt").write_text("keep me")
+    if case == "output_below_a_file":
+        (tmp_path / "afile").write_text("")
+        out = tmp_path / "afile" / "out"
+    if case == "nan_in_stored_sample_7":
+        data = tmp_path / "nan.h5"
+        shutil.copy(py2d_tiny_data, data)
+        with h5py.File(data, "r+") as f:
+            f["fields/omega"][7, 3, 3] = np.nan
+        extra = ["--sample_start", "5", "--batch_size", "4"]  # blocks of 4 from stored sample 5: 5..8 holds it
     try:
-        code = ar.main(args_for(run_dir, data, out, *extra))
+        code = ar.main(args_for(run_dir, data, "" if case == "output_empty" else out, *extra))
     except SystemExit as stop:  # argparse's own errors (OneLineArgumentParser: one line, exit 2)
         code = stop.code
     err = capsys.readouterr().err
