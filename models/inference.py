@@ -86,7 +86,12 @@ def load_trained(
     for flag, p in (("--checkpoint", ckpt), ("--config_path", cfg_path)):
         if not p.is_file():
             raise ValueError(f"{flag} {p} does not exist or is not a file")
-    text = cfg_path.read_text()
+    try:
+        text = cfg_path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"--config_path {cfg_path} is not a text config.txt (a model.eqx given in its place?)"
+        ) from None
     settings = read_settings(text, f"--config_path {cfg_path}")
     try:
         config = VQVAEConfig.from_text(text, ignore_unknown=True)
@@ -194,9 +199,9 @@ def normalized_batches(
     """
     from tqdm import tqdm
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"--batch_size must be an integer >= 1 (got {batch_size!r})")
-    bs = min(batch_size, len(ds))
+    bs = min(int(batch_size), len(ds))
     start = 0
     with (
         BatchLoader(ds, bs, shuffle=False, drop_remainder=False, epochs=1, normalize=trained.stats) as loader,

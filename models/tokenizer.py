@@ -354,10 +354,10 @@ class TokenizedLoader:
     """
 
     def __init__(self, trained, data_path, vocab, batch_size, sample_start, sample_stop, fields, progress):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
         _check_vocab(trained, vocab)
-        self.trained, self.data_path, self.vocab, self.batch_size = trained, data_path, vocab, batch_size
+        self.trained, self.data_path, self.vocab, self.batch_size = trained, data_path, vocab, int(batch_size)
         self.sample_start, self.sample_stop, self.fields, self.progress = sample_start, sample_stop, fields, progress
         self.oov_counts = np.zeros(vocab.n_scales, np.int64)
         with self._open() as ds:  # validate the data up front
@@ -518,10 +518,17 @@ def save_tokenized_data(
     overwrite: bool = False,
     oov_counts: np.ndarray | None = None,
 ) -> Path:
-    """Write the tokens ``.npz`` atomically (``FileExistsError`` if ``path`` exists and not ``overwrite``)."""
+    """Write the tokens ``.npz`` atomically (``FileExistsError`` if ``path`` exists and not ``overwrite``).
+
+    ``provenance`` (data, code, ...) is stored with the checkpoint's own entries (``trained.provenance()``: path,
+    sha256, training data), which ``--vocab_from`` checks; ``oov_counts`` (K,) defaults to zeros.
+    """
     _check_vocab(trained, vocab)
     tokens = check_tokens(tokens, vocab)
-    oov = np.zeros(vocab.n_scales, np.int64) if oov_counts is None else np.asarray(oov_counts, np.int64)
+    oov = np.zeros(vocab.n_scales, np.int64) if oov_counts is None else np.asarray(oov_counts)
+    if oov.shape != (vocab.n_scales,) or oov.dtype.kind not in "iu" or np.any(oov < 0):
+        raise ValueError(f"oov_counts must be {vocab.n_scales} integer counts >= 0 (got {oov.tolist()})")
+    provenance = {**provenance, **trained.provenance()}
     cn = np.asarray(_l2_normalize(trained.model.quantizer.codebook), np.float32)
     arrays = {
         "format": np.array(FORMAT),
@@ -537,7 +544,7 @@ def save_tokenized_data(
         "deterministic_scales": np.asarray(vocab.deterministic_scales, np.int64),
         "deterministic_codes": np.asarray(vocab.deterministic_codes, np.int64),
         "first_trainable_scale": np.int64(vocab.first_trainable_scale),
-        "oov_counts": oov,
+        "oov_counts": oov.astype(np.int64),
         "config_text": np.array(trained.config_text),
         "provenance": np.array(json.dumps(provenance, sort_keys=True)),
     }
@@ -579,6 +586,9 @@ def load_tokenized_data(path: str | os.PathLike) -> TokenizedData:
     for k in _INT_KEYS:
         if a[k].dtype != np.int64:
             raise bad(f"{k} has dtype {a[k].dtype}, expected int64")
+    for k in ("codebook_size", "first_trainable_scale"):
+        if a[k].ndim != 0:
+            raise bad(f"{k} has shape {a[k].shape}, expected a single number")
     scales = a["scales"]
     if scales.ndim != 2 or scales.shape[1] != 2 or scales.shape[0] < 1:
         raise bad(f"scales has shape {scales.shape}")
@@ -746,9 +756,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
         "n_samples": n,
         "vocab_from": None if args.vocab_from is None else str(Path(args.vocab_from).resolve()),
         "vocab_from_sha256": None if args.vocab_from is None else file_sha256(args.vocab_from),
-        **trained.provenance(),
         **code_provenance([*PROG.split(), *argv]),
-    }
+    }  # save_tokenized_data adds the checkpoint's entries
     save_tokenized_data(out, tokens, vocab, trained, prov, overwrite=args.overwrite, oov_counts=oov)
     table = report(vocab, trained, counts, n, None if train_vocab is None else oov)
     return f"{table}\n{out}"

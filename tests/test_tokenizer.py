@@ -264,7 +264,7 @@ def test_save_writes_a_valid_file_equal_to_the_streaming_loader(run_dir, trained
     with GustFile(py2d_tiny_data) as f:
         assert prov["data_source"] == f.identity() and prov["data_source"]["created"] == f.attrs["created"]
     assert "code_version" in prov and data.config_text == (run_dir / "config.txt").read_text()
-    batches = list(create_tokenized_dataloader(trained, py2d_tiny_data, vocab, batch_size=4))
+    batches = list(create_tokenized_dataloader(trained, py2d_tiny_data, vocab, batch_size=np.int64(4)))  # any int
     assert [b.shape[0] for b in batches] == [4, 4, 4, 4, 2]
     np.testing.assert_array_equal(np.concatenate([np.asarray(b) for b in batches]), data.tokens)
 
@@ -334,6 +334,7 @@ def _bad_inputs(run_dir, tmp_path, good_npz):
     load_tokenized_data(other)
     return {
         "config": (["--config_path", cfg], "does not match config"),
+        "config_binary": (["--config_path", run_dir / "model.eqx"], "is not a text config.txt"),
         "fields": (["--fields", "u"], "--fields u do not match the model's fields omega"),
         "foreign": (["--vocab_from", foreign], "no format tag"),
         "truncated": (["--vocab_from", truncated], "cannot be read as a tokens .npz"),
@@ -347,7 +348,10 @@ def _bad_inputs(run_dir, tmp_path, good_npz):
 
 @pytest.mark.parametrize(
     "case",
-    ["config", "fields", "foreign", "truncated", "garbage", "missing", "batch", "other_checkpoint", "empty_range"],
+    [
+        *("config", "config_binary", "fields", "foreign", "truncated", "garbage", "missing", "batch"),
+        *("other_checkpoint", "empty_range"),
+    ],
 )
 def test_bad_input_is_one_line_exit_2(case, run_dir, py2d_tiny_data, tmp_path, capsys):
     good = tmp_path / "good.npz"
@@ -355,7 +359,7 @@ def test_bad_input_is_one_line_exit_2(case, run_dir, py2d_tiny_data, tmp_path, c
     extra, message = _bad_inputs(run_dir, tmp_path, good)[case]
     capsys.readouterr()
     args = base_args(run_dir, py2d_tiny_data, "--no_progress")
-    if case == "config":
+    if case in ("config", "config_binary"):
         args = args[:2] + args[4:]  # replace the run's config by the mismatching one
     code = cli("info", *args, *extra)
     err = capsys.readouterr().err
@@ -372,8 +376,13 @@ def test_save_tokenized_data_validates_and_is_atomic(trained, vocab, tmp_path):
         tokens[:, p:q] = start  # each scale's first token
     with pytest.raises(ValueError, match="tokens must lie in"):  # a token of another scale's range
         save_tokenized_data(out, np.roll(tokens, 1, axis=1), vocab, trained, {})
-    save_tokenized_data(out, tokens, vocab, trained, {"checkpoint_sha256": "x"})
-    assert load_tokenized_data(out).tokens.dtype == np.uint8
+    with pytest.raises(ValueError, match=r"oov_counts must be 4 integer counts >= 0 \(got \[1, 2\]\)"):
+        save_tokenized_data(out, tokens, vocab, trained, {}, oov_counts=[1, 2])
+    save_tokenized_data(out, tokens, vocab, trained, {"checkpoint_sha256": "x", "note": "mine"})
+    saved = load_tokenized_data(out)
+    assert saved.tokens.dtype == np.uint8
+    # the checkpoint's own entries win (--vocab_from checks them), the caller's others are kept
+    assert saved.provenance == {**trained.provenance(), "note": "mine"}
     with pytest.raises(FileExistsError):
         save_tokenized_data(out, tokens, vocab, trained, {})
     with pytest.raises(ValueError, match="must lie in"):
@@ -451,8 +460,9 @@ def test_data_on_another_grid_of_the_same_shape_is_refused(run_dir, trained, tmp
         (lambda a, v: a["oov_counts"].__setitem__(0, -1), "oov_counts must be"),
         (lambda a, v: a["codebook"].__setitem__((0, 0), np.nan), "codebook has non-finite values"),
         (lambda a, v: a.__setitem__("provenance", np.array("[1, 2]")), "provenance is JSON list, not an object"),
+        (lambda a, v: a.__setitem__("codebook_size", np.array([32, 32])), "codebook_size has shape (2,)"),
     ],
-    ids=["token_of_another_scale", "negative_oov", "nan_codebook", "provenance_list"],
+    ids=["token_of_another_scale", "negative_oov", "nan_codebook", "provenance_list", "codebook_size_not_a_number"],
 )
 def test_load_refuses_an_inconsistent_tokens_file(trained, vocab, tmp_path, change, message):
     """Each of these loaded before (and a list provenance crashed --vocab_from with an AttributeError)."""
