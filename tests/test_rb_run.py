@@ -272,6 +272,17 @@ def test_adaptive_dt_gives_up_after_the_retries_and_keeps_the_good_frames(tmp_pa
         assert not f.complete and f.n_samples == 2 and "CFL" in f.stop_reason
 
 
+def test_an_adaptive_spin_up_whose_retries_are_spent_stops_as_a_saved_frame_does(tmp_path, capsys, monkeypatch):
+    # at dt = 1 the first interval [0, 2] reaches CFL > 1 (the test above); with no retry left the spin-up stops the
+    # run (exit 3) as a saved frame does, instead of writing frame 0 from the over-CFL state
+    monkeypatch.setattr(solver.StepControl, "MAX_RETRIES", 0)
+    code, path = cli(tmp_path, *BURST_SETUP, "--dt", "1", "--max_dt", "1", "--t_total", "2", "--spinup_time", "2")
+    err = capsys.readouterr().err
+    assert code == 3 and "CFL" in err and "in the spin-up interval ending at t = 2" in err, err
+    with hdf5_utils.open_dataset(path) as f:
+        assert not f.complete and f.n_samples == 0 and "CFL" in f.stop_reason
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [

@@ -206,10 +206,11 @@ class Simulation:
         return float(jnp.max(jax.vmap(lambda s: self.model.diagnostics(s)["cfl"])(state)))
 
     def check_state(self, state) -> str | None:
-        """After a fixed-dt spin-up (which saves no diagnostics rows): why to stop, as :meth:`check_chunk` would. An
-        adaptive spin-up checks and redoes each interval itself (:func:`make_simulation`'s ``advance``)."""
+        """After the spin-up (which saves no diagnostics rows): why to stop, as :meth:`check_chunk` would. An adaptive
+        spin-up checks and redoes each interval itself (:func:`make_simulation`'s ``advance``) and leaves here why it
+        gave up on one once its retries were spent."""
         if self.cfg.max_dt:
-            return None
+            return self.control.spinup_problem
         cfl = self.max_cfl(state)
         if not cfl <= rb.CFL_LIMIT:
             return (
@@ -351,6 +352,7 @@ class StepControl:
         self.queued: list[int] = []  # n already decided for the next dispatches (restored on resume)
         self._solves: dict[int, rb.RBSolves] = {}
         self.retries = 0  # rejected attempts at the current frame
+        self.spinup_problem: str | None = None  # why an adaptive spin-up gave up on an interval (retries spent)
 
     def next_n(self) -> int:
         n = self.queued.pop(0) if self.queued else self.n
@@ -450,12 +452,13 @@ def make_simulation(cfg: RBConfig) -> Simulation:
         while done < n_steps:
             new_state, _, diags, finite = chunk(state)
             d, finite = np.asarray(driver.gather(diags), dtype=np.float64), driver.gather(finite)
-            if sim.check_chunk(d, finite):  # (which on success sets the next dt)
+            if problem := sim.check_chunk(d, finite):  # (which on success sets the next dt)
                 if sim.retry(d, finite):
                     continue  # redo this save interval from ``state`` at a smaller dt
-                if not finite.all():
-                    return new_state  # retries spent: the driver reports the blow-up
-                control.update(float(d[-1, 0, DIAGNOSTICS.index("dt")]), float(d[:, :, DIAGNOSTICS.index("cfl")].max()))
+                # retries spent: the driver reports a non-finite state, or this problem through check_state
+                t_end = (done + cfg.save_every) * cfg.dt
+                control.spinup_problem = f"{problem} (in the spin-up interval ending at t = {t_end:g})"
+                return new_state
             state, done = new_state, done + cfg.save_every
         return state
 
