@@ -395,6 +395,13 @@ def test_ic_file_with_wrong_shape_is_refused(tmp_path, capsys):
     assert code == 2 and "is not a readable numeric .npy array" in capsys.readouterr().err
     code, _ = cli(tmp_path, "--ic_file", str(tmp_path / "bad.npy"), "--ic", "taylor_green")
     assert code == 2 and "--ic taylor_green and --ic_file exclude each other" in capsys.readouterr().err
+    # a mean vorticity is impossible on the periodic square (zero circulation around it): refused, not kept all run
+    np.save(tmp_path / "offset.npy", ic.taylor_green(16) + 1.0)
+    code, _ = cli(tmp_path, "--ic_file", str(tmp_path / "offset.npy"))
+    assert code == 2 and "has mean vorticity 1 (rms about it 1)" in capsys.readouterr().err
+    for extra in (["--ic_file", str(tmp_path / "offset.npy")], []):  # a .npy holds one field; no file at all
+        code, _ = cli(tmp_path, *extra, "--ic_sample", "7")
+        assert code == 2 and "--ic_sample selects a sample of a Gust .h5 --ic_file" in capsys.readouterr().err
 
 
 def test_spinup_is_simulated_but_not_saved(tmp_path):

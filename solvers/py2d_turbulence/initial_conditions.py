@@ -52,6 +52,9 @@ def taylor_green(n: int) -> np.ndarray:
     return 2.0 * np.sin(x)[:, None] * np.sin(x)[None, :]
 
 
+MEAN_TOLERANCE = 1e-4  # largest |mean ω| / rms(ω) of an --ic_file field taken as round-off
+
+
 def from_file(path: str | Path, n: int, sample: int = 0) -> np.ndarray:
     """Read one (N, N) vorticity field (y, x) from a ``.npy`` file or a Gust HDF5 file's ``omega``."""
     path = Path(path)
@@ -81,4 +84,14 @@ def from_file(path: str | Path, n: int, sample: int = 0) -> np.ndarray:
         raise ValueError(f"--ic_file field has shape {field.shape}, expected ({n}, {n}) laid out (y, x) for --NX {n}")
     if not np.all(np.isfinite(field)):
         raise ValueError(f"--ic_file field in {str(path)!r} contains non-finite values")
-    return np.asarray(field, dtype=np.float64)
+    field = np.asarray(field, dtype=np.float64)
+    # a periodic velocity field has zero mean vorticity (∫ω dA is the circulation around the box's edge, 0 by
+    # periodicity): a mean beyond round-off means a wrong field; round-off (float32 storage) is removed
+    with np.errstate(over="ignore", invalid="ignore"):  # a field near float64's limit: the solver reports it
+        mean, rms = field.mean(), field.std()
+    if abs(mean) > MEAN_TOLERANCE * max(rms, np.finfo(np.float64).tiny):
+        raise ValueError(
+            f"--ic_file field in {str(path)!r} has mean vorticity {mean:.6g} (rms about it {rms:.6g}); a doubly "
+            "periodic flow has zero mean vorticity: subtract the mean"
+        )
+    return field - mean

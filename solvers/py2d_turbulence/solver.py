@@ -150,6 +150,10 @@ class Py2DConfig(driver.TimeGrid):
             raise ValueError(f"--n_trajectories must be >= 1 (got {self.n_trajectories})")
         if self.ic_file is not None and not Path(self.ic_file).is_file():
             raise ValueError(f"--ic_file {self.ic_file!r} does not exist or is not a file")
+        if self.ic_sample and (self.ic_file is None or Path(self.ic_file).suffix == ".npy"):
+            raise ValueError(
+                f"--ic_sample selects a sample of a Gust .h5 --ic_file; it has no effect here (got {self.ic_sample})"
+            )
         if self.ic_file is not None and self.ic != "random":
             raise ValueError(f"--ic {self.ic} and --ic_file exclude each other (the file gives the initial field)")
         if self.n_trajectories > 1 and (self.ic_file is not None or self.ic == "taylor_green"):
