@@ -271,6 +271,11 @@ def parse_spec(
             raise ValueError(f"--param {name}: no values given; expected {name}=V1,V2,...")
         if len(set(parsed)) != len(parsed):
             raise ValueError(f"--param {name}: a value is listed twice ({values})")
+        if name == "n_trajectories":
+            raise ValueError(
+                "--param n_trajectories: points with the same seed would share trajectories (member m always starts "
+                "from fold_in(PRNGKey(seed), m)); use --set n_trajectories=M and sweep --seeds"
+            )
         swept.append((name, parsed))
     if not swept and seeds is None:
         raise ValueError("nothing to sweep: give at least one --param NAME=V1,V2,... or --seeds")
@@ -314,7 +319,7 @@ def assign_splits(n: int, split: Sequence[tuple[str, float]], seed: int) -> list
 def _slug(value: Any) -> str:
     if isinstance(value, float):
         text = f"{value:g}"
-    elif isinstance(value, tuple):
+    elif isinstance(value, (tuple, list)):  # a list: a tuple read back from the manifest's JSON
         text = "+".join(map(str, value))
     else:
         text = str(value)
@@ -352,6 +357,16 @@ def make_points(spec: SweepSpec) -> list[Point]:
         except (ValueError, TypeError) as e:
             raise ValueError(f"point {point_id}: {e}") from None
         points.append(Point(k, point_id, values, cfg, splits[k]))
+    # two points that would write the same data (a swept option the config does not use, e.g. cs without an
+    # eddy-viscosity closure, or seeds with a deterministic initial condition) would also leak across splits
+    seen: dict[str, str] = {}
+    for p in points:
+        run = json.loads(p.config.to_json())  # the options the run uses (unused LES options left out)
+        if not p.config.uses_seed:
+            run.pop("seed")
+        if (twin := seen.setdefault(json.dumps(run, sort_keys=True), p.point_id)) != p.point_id:
+            unused = "the seed (the initial condition draws nothing)" if not p.config.uses_seed else "a swept option"
+            raise ValueError(f"points {twin} and {p.point_id} would compute the same data: {unused} has no effect")
     return points
 
 
@@ -400,7 +415,10 @@ def _manifests_in(directory: Path) -> list[Path]:
 
 
 def _changed(old: dict, new: dict) -> list[str]:
-    return [k for k in sorted(set(old) | set(new)) if json.dumps(old.get(k)) != json.dumps(new.get(k))]
+    def text(d: dict, key: str) -> str:  # the --set flags' order does not matter; --param's and the split's do
+        return json.dumps(d.get(key), sort_keys=key == "set")
+
+    return [k for k in sorted(set(old) | set(new)) if text(old, k) != text(new, k)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -685,6 +703,7 @@ def _check_definition(sweep: dict, entries: list[dict]) -> list[str]:
             "point_id": e.get("point_id") == point_id,
             "split": not splits or e.get("split") == splits[k],
             "parameters": all(json.dumps(stored.get(n)) == json.dumps(v) for n, v in pinned.items()),
+            "seed": e.get("seed") == stored.get("seed"),
         }
         bad = [what for what, ok in checks.items() if not ok]
         if bad:

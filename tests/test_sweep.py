@@ -213,6 +213,30 @@ def test_a_different_sweep_into_the_same_dir_is_refused(done, capsys):
     assert run(done, "--set", "aspect=2") == 2  # a fixed field added: also a different sweep
     assert run(done, "--shard", "0/2", "--overwrite") == 2  # --overwrite never races other shards
     assert (done / "manifest.json").read_text() == before
+    pairs = [TINY[i : i + 2] for i in range(0, len(TINY) - 1, 2)]  # the same --set flags in another order
+    reordered = [flag for pair in reversed(pairs) for flag in pair]
+    capsys.readouterr()
+    assert sweep.main(["run", "--output_dir", str(done), *SWEEP, *reordered, "--no_progress"]) == 0
+    assert "holds a different sweep" not in capsys.readouterr().err
+
+
+def test_a_sweep_over_a_tuple_field_validates(tmp_path, capsys):
+    # the manifest's JSON turns the fields tuple into a list: the validator rebuilt its point id wrongly
+    args = ["--solver", "rayleigh_benard", "--param", "fields=buoyancy,buoyancy+w"]
+    assert run(tmp_path / "rb", sweep_args=args) == 0, capsys.readouterr().out
+    assert sweep.main(["validate", str(tmp_path / "rb"), "--no_hash"]) == 0
+
+
+def test_points_that_would_compute_the_same_data_are_refused(tmp_path, capsys):
+    # a deterministic initial condition makes the seeds equal; an unused option makes its values equal
+    for args, message in (
+        (["--seeds", "0,1", "--set", "ic=taylor_green"], "points 0000_seed0 and 0001_seed1 would compute the same"),
+        (["--param", "cs=0.1,0.2"], "points 0000_cs0.1 and 0001_cs0.2 would compute the same data: a swept option"),
+    ):
+        code = sweep.main(["run", "--solver", "py2d_turbulence", "--output_dir", str(tmp_path / "py2d"), *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "py2d").exists()
 
 
 def test_overwrite_deletes_only_what_the_manifest_lists(done, tmp_path, capsys):
@@ -237,7 +261,8 @@ def test_overwrite_deletes_only_what_the_manifest_lists(done, tmp_path, capsys):
         (["--param", "rayleigh=1e6", "--seeds", "0", "--set", "seed=3"], "use either --seeds or --set seed"),
         (["--param", "rayleigh=1e6", "--split", "train=0.8,test=0.1"], "fractions sum to 0.9, not 1"),
         (["--param", "rayleigh=1e6", "--shard", "2/2"], "--shard '2/2': expected I/N with 0 <= I < N"),
-        (["--param", "n_trajectories=1,100000000000"], "point 0001_n_trajectories100000000000: --n_trajectories"),
+        (["--param", "nz=9,4"], "point 0001_nz4: --nz must be an integer >= 8"),
+        (["--param", "n_trajectories=1,2"], "--param n_trajectories: points with the same seed would share"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -339,6 +364,13 @@ def test_validator_catches_swapped_files_and_edited_entries(done, tmp_path, caps
     assert problems[0] == f"point 0 ({first['point_id']}): split disagree with the sweep definition", problems
     assert problems[1] == f"point 1 ({second['point_id']}): values, parameters disagree with the sweep definition"
     assert any("its stored settings differ" in p and "(rayleigh)" in p for p in problems[2:]), problems
+    m = manifest(done / "manifest.json")
+    m["points"][1]["seed"] = 7  # its values, parameters and file all say 0
+    (out / "manifest.json").write_text(json.dumps(m))
+    shutil.copy(done / first["file"], out / first["file"])
+    assert sweep.main(["validate", str(out), "--no_hash"]) == 1
+    problems = capsys.readouterr().out.strip().splitlines()[:-1]
+    assert problems == [f"point 1 ({second['point_id']}): seed disagree with the sweep definition"], problems
 
 
 def test_a_file_of_another_run_under_a_points_name_is_kept_without_overwrite(done, tmp_path, capsys):

@@ -183,6 +183,11 @@ class Py2DConfig(driver.TimeGrid):
     def output_size(self) -> int:
         return self.coarse_grain_to or self.NX
 
+    @property
+    def uses_seed(self) -> bool:
+        """Whether --seed changes the run (only the random initial condition draws from --seed)."""
+        return self.ic_file is None and self.ic == "random"
+
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
         # the LES settings are recorded only when used, so files written before they existed still resume

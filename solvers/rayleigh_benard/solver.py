@@ -132,6 +132,12 @@ class RBConfig(driver.TimeGrid):
     def grid_points(self) -> int:
         return self.nx * self.nz
 
+    @property
+    def uses_seed(self) -> bool:
+        """Whether --seed changes the run (it seeds the perturbation of the conductive state; an --ic_file draws
+        nothing)."""
+        return self.ic_file is None
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
