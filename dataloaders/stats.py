@@ -102,7 +102,8 @@ class FieldStats:
 def compute_stats(dataset: GustDataset, block_samples: int = 256) -> FieldStats:
     """Streaming float64 mean/std of each field over the samples selected by `dataset` (each sample once).
 
-    Reads at most `block_samples` samples per field at a time, so memory stays bounded for any file size.
+    Reads at most `block_samples` samples per field at a time, so memory stays bounded for any file size. A NaN or
+    inf is a ValueError naming the field and the samples' block.
     """
     if isinstance(block_samples, bool) or not isinstance(block_samples, int) or block_samples < 1:
         raise ValueError(f"block_samples must be an integer >= 1, got {block_samples!r}")
@@ -118,6 +119,11 @@ def compute_stats(dataset: GustDataset, block_samples: int = 256) -> FieldStats:
             block_m2 = np.empty(n_fields)
             for c, field in enumerate(dataset.fields):
                 block = gf.read_batch(field, idx).astype(np.float64)
+                if not np.isfinite(block).all():
+                    raise ValueError(
+                        f"field {field!r} has non-finite values (NaN/inf) in samples {idx.min()}..{idx.max()} of "
+                        f"{gf.path}"
+                    )
                 block_mean[c] = block.mean()
                 block_m2[c] = np.square(block - block_mean[c]).sum()
             n_b = idx.size * dataset.shape[0] * dataset.shape[1]

@@ -124,9 +124,15 @@ def load_trained(
     model, _ = load(ckpt, cfg_path)
     sha = file_sha256(ckpt)
     if "model_sha256" in settings and settings["model_sha256"] != sha:  # runs before 2026-11-27 do not record it
+        # train_vqvae replaces model.eqx, then config.txt: a training killed between the two leaves such a pair
+        killed = (
+            " (or, if its training was killed while saving, rerun it with --resume)"
+            if ckpt.parent == cfg_path.parent and (ckpt.parent / "checkpoint.json").is_file()
+            else ""
+        )
         raise ValueError(
             f"--checkpoint {ckpt} is not the model that --config_path {cfg_path} describes (its sha256 differs from "
-            "the config's model_sha256): use the model.eqx and config.txt of one run folder"
+            f"the config's model_sha256): use the model.eqx and config.txt of one run folder{killed}"
         )
     if not bool(all_finite(model)):
         raise ValueError(f"--checkpoint {ckpt} has non-finite (NaN/inf) weights: its training diverged")

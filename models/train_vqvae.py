@@ -189,6 +189,16 @@ class TrainConfig:
                 f"--val_start={self.val_start or 0} --val_stop={self.val_stop} is an empty validation range; "
                 "need val_stop > val_start"
             )
+        if (
+            self.val_stop is not None
+            and (self.val_start or 0) < (self.sample_stop or math.inf)
+            and (self.sample_start < self.val_stop)
+        ):
+            train_end = "the end" if self.sample_stop is None else self.sample_stop
+            raise ValueError(
+                f"the validation range [{self.val_start or 0}, {self.val_stop}) overlaps the training range "
+                f"[{self.sample_start}, {train_end}): a held-out loss needs disjoint --val_start/--val_stop"
+            )
         if self.warmup_steps >= self.steps:
             raise ValueError(f"--warmup_steps={self.warmup_steps} must be < --steps={self.steps}")
         number("lr", 0.0, lo_open=True)
@@ -695,6 +705,11 @@ def train(
                     f"from the run's (mean {was[0]}, std {was[1]}): {config.data_path} has changed since the run began"
                 )
         if config.has_val:
+            if config.val_stop > gf.n_samples:
+                raise ValueError(
+                    f"--val_stop={config.val_stop} is beyond the {gf.n_samples} committed samples of "
+                    f"{config.data_path}; use --val_stop <= {gf.n_samples}"
+                )
             val_ds = _open_data(config, config.val_start or 0, config.val_stop, "validation range")
             _stats_or_fail(val_ds, "validation range")
         prov, resumes, data_source = provenance(argv), [], gf.identity()

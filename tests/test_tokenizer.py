@@ -411,6 +411,12 @@ def test_a_model_from_another_run_is_refused(run_dir, py2d_tiny_data, tmp_path, 
     code = cli("info", *base_args(other, py2d_tiny_data, "--no_progress"))
     err = capsys.readouterr().err
     assert code == 2 and "is not the model that --config_path" in err and err.count("\n") == 1, err
+    assert "--resume" not in err
+    # a training run's folder (checkpoint.json): the pair a kill between its two replacements leaves; say the repair
+    shutil.copy(run_dir / "checkpoint.json", other / "checkpoint.json")
+    assert cli("info", *base_args(other, py2d_tiny_data, "--no_progress")) == 2
+    err = capsys.readouterr().err
+    assert "if its training was killed while saving, rerun it with --resume" in err and err.count("\n") == 1, err
 
 
 def test_a_diverged_model_is_refused(run_dir, py2d_tiny_data, tmp_path, capsys):

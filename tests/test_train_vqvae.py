@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import equinox as eqx
@@ -288,8 +289,8 @@ def test_weight_decay_mask_and_default_scales():
     assert default_scales((4, 8)) == ((1, 1), (2, 2), (4, 4), (4, 8))
 
 
-def _small_file(path, *, nan=True, bc=("periodic", "periodic")):
-    """Four 8×8 samples of random "u" on a grid with boundary conditions ``bc`` (y, x); one NaN with ``nan``."""
+def _small_file(path, *, bad=np.nan, bc=("periodic", "periodic")):
+    """Four 8×8 samples of random "u" on a grid with boundary conditions ``bc`` (y, x); one value ``bad`` (NaN)."""
     grid = Grid(x=np.arange(8.0), y=np.arange(8.0), bc_x=bc[1], bc_y=bc[0], length_x=8.0, length_y=8.0)
     w = create_writer(
         path,
@@ -304,8 +305,8 @@ def _small_file(path, *, nan=True, bc=("periodic", "periodic")):
         attrs={"solver": "test_train_vqvae"},
     )
     u = np.random.default_rng(0).normal(size=(4, 8, 8)).astype(np.float32)
-    if nan:
-        u[2, 3, 3] = np.nan
+    if bad is not None:
+        u[2, 3, 3] = bad
     w.write_samples({"u": u}, time=0.1 * np.arange(4), trajectory=np.zeros(4, int), step=np.arange(4))
     w.commit()
     w.finalize()
@@ -326,6 +327,12 @@ def _small_file(path, *, nan=True, bc=("periodic", "periodic")):
         (["--steps", str(2**31)], "--steps must be <= 2147483647"),  # was an OverflowError traceback in the step
         (["--prefix_every", "0"], "--prefix_every must be an integer >= 1"),
         (["--prefix_every", "5"], "--prefix_every=5 must be <= --batch_size=4"),
+        (
+            ["--val_start", "10", "--val_stop", "18"],
+            "the validation range [10, 18) overlaps the training range [0, 14)",
+        ),
+        (["--val_stop", "14"], "the validation range [0, 14) overlaps the training range [0, 14)"),  # val_start 0
+        (["--val_start", "14", "--val_stop", "30"], "--val_stop=30 is beyond the 18 committed samples"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(data, tmp_path, capsys, extra, message):
@@ -346,17 +353,20 @@ def test_malformed_scales_are_a_one_line_argparse_error(data, tmp_path, capsys, 
     assert not out.exists()
 
 
-def test_non_finite_data_is_refused(tmp_path, capsys):
-    path = _small_file(tmp_path / "nan.h5")
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_data_is_refused(tmp_path, capsys, bad):
+    path = _small_file(tmp_path / "bad.h5", bad=bad)
     args = ["--data_path", path, "--fields", "u", "--output_dir", str(tmp_path / "run"), "--steps", "2"]
-    assert main([*args, "--batch_size", "2", "--warmup_steps", "0", *TINY]) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would print lines of its own before the one-line error
+        assert main([*args, "--batch_size", "2", "--warmup_steps", "0", *TINY]) == 2
     err = capsys.readouterr().err
-    assert "non-finite" in err and len(err.strip().splitlines()) == 1
+    assert "non-finite values (NaN/inf) in samples 0..3" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
 
 
 def test_spectral_loss_without_a_periodic_axis_is_refused(tmp_path, capsys):
-    path = _small_file(tmp_path / "walls.h5", nan=False, bc=("wall", "wall"))
+    path = _small_file(tmp_path / "walls.h5", bad=None, bc=("wall", "wall"))
     args = ["--data_path", path, "--fields", "u", "--output_dir", str(tmp_path / "run"), "--steps", "2"]
     assert main([*args, "--batch_size", "2", "--warmup_steps", "0", "--spectral_weight", "0.1", *TINY]) == 2
     err = capsys.readouterr().err

@@ -899,8 +899,9 @@ def _field_stats(ds: h5py.Dataset, n: int) -> dict[str, float]:
     for start, stop in _blocks(n, frame_bytes):
         block = ds[start:stop].astype(np.float64)
         k = block.size
-        block_mean = float(block.mean())
-        block_m2 = float(np.square(block - block_mean).sum())
+        with np.errstate(invalid="ignore", over="ignore"):  # an inf gives nan/inf statistics, reported as they are
+            block_mean = float(block.mean())
+            block_m2 = float(np.square(block - block_mean).sum())
         delta = block_mean - mean
         total = count + k
         mean += delta * k / total
