@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from solvers.common.cli import os_error_text, out_of_memory_text
+from solvers.common.cli import OneLineArgumentParser, os_error_text, out_of_memory_text
 
 
 def test_os_error_names_the_path_and_the_reason():
@@ -52,3 +52,16 @@ def test_exit_process_ends_with_the_code_and_flushes_what_was_printed(code):
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=60)
     assert out.returncode == code and out.stdout == "kept"
+
+
+def test_negative_numbers_with_an_exponent_are_values_not_options(capsys):
+    # e.g. a negative beta-plane gradient, --beta -1e-1 (plain argparse: "expected one argument")
+    p = OneLineArgumentParser(prog="x")
+    p.add_argument("--beta", type=float)
+    p.add_argument("--n", type=int)
+    for text, value in (("-1e-1", -0.1), ("-2.5E+2", -250.0), ("-.5e1", -5.0), ("-3", -3.0)):
+        assert p.parse_args(["--beta", text]).beta == value
+    assert p.parse_args(["--n", "-4"]).n == -4
+    with pytest.raises(SystemExit) as stop:
+        p.parse_args(["--beta", "-x"])  # not a number: still an unknown option, one line, exit 2
+    assert stop.value.code == 2 and capsys.readouterr().err.count("\n") == 1

@@ -25,7 +25,12 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell's convention 128 + 2
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line (``prog: error: ...``) with exit code 2, no usage dump."""
+    """ArgumentParser whose errors are one line (``prog: error: ...``) with exit code 2, no usage dump, and which reads
+    ``-1e-3`` as a negative number, as it does ``-1`` and ``-0.001`` (argparse took it for an unknown option)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
     def error(self, message: str):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
