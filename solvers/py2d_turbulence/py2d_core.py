@@ -52,6 +52,8 @@ class SpectralGrid(eqx.Module):
     ky_odd: Float[Array, "ny 1"]
     ksq: Float[Array, "ny nkx"]
     inv_ksq: Float[Array, "ny nkx"]  # 1/K², with 0 for the mean mode
+    # (|û|² + |v̂|²)/|ω̂|² = (kx_odd² + ky_odd²)/K⁴: 1/K² except on the Nyquist row and column (energy, E(k))
+    velocity_weight: Float[Array, "ny nkx"]
     dealias: Float[Array, "ny nkx"]  # 1 on kept modes, 0 on truncated ones
     weight: Float[Array, "1 nkx"]  # rfft multiplicity: 1 for kx = 0 and kx = N/2, else 2
     # the nonlinear term's two spectral operators, precomputed with the 2/3 mask folded in:
@@ -65,10 +67,18 @@ class SpectralGrid(eqx.Module):
         self.n = int(n)
         a = grid_arrays(self.n)
         dtype = jnp.result_type(float) if dtype is None else dtype
-        names = ("kx", "ky", "kx_odd", "ky_odd", "ksq", "inv_ksq", "dealias", "weight")
-        self.kx, self.ky, self.kx_odd, self.ky_odd, self.ksq, self.inv_ksq, self.dealias, self.weight = (
-            jnp.asarray(a[k], dtype=dtype) for k in names
-        )
+        names = ("kx", "ky", "kx_odd", "ky_odd", "ksq", "inv_ksq", "velocity_weight", "dealias", "weight")
+        (
+            self.kx,
+            self.ky,
+            self.kx_odd,
+            self.ky_odd,
+            self.ksq,
+            self.inv_ksq,
+            self.velocity_weight,
+            self.dealias,
+            self.weight,
+        ) = (jnp.asarray(a[k], dtype=dtype) for k in names)
         kx, ky, keep = a["kx"], a["ky"], a["dealias"]
         vel = np.stack([1j * ky * a["inv_ksq"] * keep, -1j * kx * a["inv_ksq"] * keep])
         self.velocity_op = jnp.asarray(vel, dtype=jnp.result_type(dtype, jnp.complex64))
@@ -91,18 +101,21 @@ def coordinates(n: int) -> np.ndarray:
 
 def grid_arrays(n: int) -> dict[str, np.ndarray]:
     """float64 numpy wavenumber arrays of the rfft2 layout: kx (1, N/2+1), ky (N, 1), the same with 0 at the
-    Nyquist wavenumber N/2 (``kx_odd``, ``ky_odd``: first derivatives), K², 1/K² (0 at the mean mode), the 2/3-rule
-    mask and the rfft multiplicity of each column."""
+    Nyquist wavenumber N/2 (``kx_odd``, ``ky_odd``: first derivatives), K², 1/K² (0 at the mean mode), the velocity
+    weight (kx_odd² + ky_odd²)/K⁴, the 2/3-rule mask and the rfft multiplicity of each column."""
     kx = np.arange(n // 2 + 1, dtype=np.float64)[None, :]
     ky = (np.fft.fftfreq(n) * n)[:, None]
     ksq = kx**2 + ky**2
+    kx_odd, ky_odd = np.where(kx == n // 2, 0.0, kx), np.where(np.abs(ky) == n // 2, 0.0, ky)
+    inv_ksq = np.divide(1.0, ksq, out=np.zeros_like(ksq), where=ksq > 0)
     return {
         "kx": kx,
         "ky": ky,
-        "kx_odd": np.where(kx == n // 2, 0.0, kx),
-        "ky_odd": np.where(np.abs(ky) == n // 2, 0.0, ky),
+        "kx_odd": kx_odd,
+        "ky_odd": ky_odd,
         "ksq": ksq,
-        "inv_ksq": np.divide(1.0, ksq, out=np.zeros_like(ksq), where=ksq > 0),
+        "inv_ksq": inv_ksq,
+        "velocity_weight": (kx_odd**2 + ky_odd**2) * inv_ksq**2,
         "dealias": ((3 * np.abs(kx) < n) & (3 * np.abs(ky) < n)).astype(np.float64),
         "weight": np.where((kx == 0) | (kx == n // 2), 1.0, 2.0),
     }
@@ -188,15 +201,9 @@ def _mean_product(a_hat, b_hat, grid: SpectralGrid):
     return jnp.sum(grid.weight * jnp.real(a_hat * jnp.conj(b_hat)), axis=(-2, -1)) / norm
 
 
-def _velocity_weight(grid: SpectralGrid):
-    """(|û|² + |v̂|²)/|ω̂|² per mode: (k_x² + k_y²)/K⁴ with the first derivatives' Nyquist zeros, i.e. 1/K² except
-    on the Nyquist row and column."""
-    return (grid.kx_odd**2 + grid.ky_odd**2) * grid.inv_ksq**2
-
-
 def energy(omega_hat, grid: SpectralGrid):
     """Kinetic energy E = ½⟨|u|²⟩ of the grid velocity (= ½⟨ψω⟩ for a field without Nyquist modes)."""
-    return 0.5 * _mean_product(omega_hat * _velocity_weight(grid), omega_hat, grid)
+    return 0.5 * _mean_product(omega_hat * grid.velocity_weight, omega_hat, grid)
 
 
 def enstrophy(omega_hat, grid: SpectralGrid):
@@ -220,7 +227,7 @@ def _shell_sum(density, grid: SpectralGrid):
 
 def energy_spectrum(omega_hat, grid: SpectralGrid):
     """Angle-summed energy spectrum E(k) on integer shells; Σ_k E(k) = E exactly. Returns (k, E_k)."""
-    dens = 0.5 * grid.weight * jnp.abs(omega_hat) ** 2 * _velocity_weight(grid) / float(grid.n) ** 4
+    dens = 0.5 * grid.weight * jnp.abs(omega_hat) ** 2 * grid.velocity_weight / float(grid.n) ** 4
     e_k = _shell_sum(dens, grid)
     return jnp.arange(e_k.shape[-1]), e_k
 
