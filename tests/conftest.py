@@ -157,6 +157,34 @@ def start_two_processes():
     return _start_two_processes
 
 
+def _sigterm_process_0_of_two(args, ready) -> list[str]:
+    """Run the CLI ``args`` as the 2 processes of one jax.distributed job (explicit coordinator flags), send SIGTERM
+    to process 0 alone once ``ready(procs)`` returns, check that both processes exit 143, and return each one's last
+    stderr line."""
+    import signal
+
+    from solvers.common import stop
+
+    procs = _start_two_processes(
+        lambda address, i: [*args, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)]
+    )
+    try:
+        ready(procs)
+        procs[0].send_signal(signal.SIGTERM)
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [stop.EXIT_TERMINATED] * 2, [e[-800:] for e in errs]
+    return [e.strip().splitlines()[-1] for e in errs]
+
+
+@pytest.fixture
+def sigterm_process_0_of_two():
+    """``sigterm_process_0_of_two(args, ready)``: :func:`_sigterm_process_0_of_two`."""
+    return _sigterm_process_0_of_two
+
+
 @pytest.fixture
 def two_processes():
     """``two_processes(argv_of)``: run :func:`_start_two_processes` to the end; returns

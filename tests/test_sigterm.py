@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -125,56 +124,15 @@ def test_a_solver_process_sent_sigterm_exits_143_with_its_last_frame_and_state_s
         assert f.state_counts[0] == f.n_samples  # the state goes with the last frame written
 
 
-def sigterm_process_0_of_two(start_two_processes, args, ready) -> list[str]:
-    """Run ``args`` as the 2 processes of one jax.distributed job, send SIGTERM to process 0 alone once
-    ``ready(procs)`` returns, check that both processes exit 143, and return each one's last stderr line."""
-    procs = start_two_processes(
-        lambda address, i: [*args, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)]
-    )
-    try:
-        ready(procs)
-        procs[0].send_signal(signal.SIGTERM)
-        errs = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [stop.EXIT_TERMINATED] * 2, [e[-800:] for e in errs]
-    return [e.strip().splitlines()[-1] for e in errs]
-
-
 def test_under_jax_distributed_process_0_decides_and_every_process_stops_at_the_same_frame(
-    tmp_path, start_two_processes, wait_for_samples
+    tmp_path, sigterm_process_0_of_two, wait_for_samples
 ):
     """SIGTERM to process 0 only: process 1 stops with it (the decision is broadcast), at the same frame."""
     out = tmp_path / "multi"
     args = [sys.executable, "-m", "solvers.py2d_turbulence.run_solver", "--output_dir", str(out), *LONG]
     args += ["--n_trajectories", "4"]
-    last = sigterm_process_0_of_two(start_two_processes, args, lambda procs: wait_for_samples(out, 4 * 10, procs))
+    last = sigterm_process_0_of_two(args, lambda procs: wait_for_samples(out, 4 * 10, procs))
     assert "stopped by SIGTERM after frame" in last[0] and last[0] == last[1], last
     with hdf5_utils.open_dataset(py2d_file(out)) as f:
         assert not f.complete and f.n_samples >= 40 and f.n_samples % 4 == 0
         assert f.state_counts[0] == f.n_samples
-
-
-def test_training_under_jax_distributed_stops_every_process_at_the_same_logged_step(
-    py2d_tiny_data, tmp_path, start_two_processes
-):
-    """SIGTERM to process 0 of a 2-process training: both stop at the next --log_every step (the decision is
-    broadcast there), exit 143, and the checkpoint is of that step."""
-    out = tmp_path / "multi"
-    args = [sys.executable, "-m", "models.train_vqvae", "--data_path", py2d_tiny_data, "--fields", "omega"]
-    args += ["--output_dir", str(out), "--steps", "100000", "--batch_size", "4", "--sample_stop", "14"]
-    args += ["--log_every", "3", "--checkpoint_every", "3", "--ch", "8", "--num_groups", "4", "--embed_dim", "8"]
-    args += ["--codebook_size", "32", "--no_progress"]
-
-    def training_runs(procs):  # its first checkpoint (step 3) is written
-        deadline = time.time() + 180
-        while time.time() < deadline and all(p.poll() is None for p in procs):
-            if (out / "checkpoint.json").exists():
-                return
-            time.sleep(0.01)
-
-    last = sigterm_process_0_of_two(start_two_processes, args, training_runs)
-    assert "stopped by SIGTERM at step" in last[0] and last[0] == last[1], last
-    step = json.loads((out / "checkpoint.json").read_text())["step"]
-    assert step % 3 == 0 and f"at step {step} of 100000" in last[0], (step, last)

@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import equinox as eqx
 import h5py
@@ -111,22 +113,26 @@ STRAIGHT = dict(steps=24, log_every=1, checkpoint_every=5, lr=3e-3, warmup_steps
 
 @pytest.fixture(scope="module")
 def straight(data, tmp_path_factory):
-    """One uninterrupted 24-step run (shared by the loss, compile, resume and 4-device tests) and its trace count."""
+    """One uninterrupted 24-step run (shared by the loss, compile, resume and 4-device tests), its trace count and
+    how many times it drew loss.png."""
     traces = []
     out = tmp_path_factory.mktemp("straight") / "run"
-    train(tiny_config(data, **STRAIGHT), out, progress=False, on_trace=lambda: traces.append(1))
-    return out, len(traces)
+    with mock.patch.object(train_vqvae, "_plot", wraps=train_vqvae._plot) as plot:
+        train(tiny_config(data, **STRAIGHT), out, progress=False, on_trace=lambda: traces.append(1))
+    return out, len(traces), plot.call_count
 
 
 def test_loss_falls_and_the_step_compiles_once(straight):
-    out, n_traces = straight
+    out, n_traces, n_plots = straight
     assert n_traces == 1  # 24 calls of train_step, one trace
+    # checkpoints at 5, 10, 15, 20 and the end: loss.png drawn at the first and at the end (the run takes < 60 s)
+    assert n_plots == 2 and (out / "loss.png").stat().st_size > 0
     loss = [r["loss"] for r in records(out)]
     assert len(loss) == 24 and np.mean(loss[-4:]) < 0.7 * np.mean(loss[:4]), loss
 
 
 def test_resume_is_bit_exact(data, straight, tmp_path, capsys):
-    out, _ = straight
+    out = straight[0]
     train(tiny_config(data, **STRAIGHT), tmp_path / "split", progress=False, stop_after=12)  # as if killed at 12
     assert json.loads((tmp_path / "split" / "checkpoint.json").read_text())["step"] == 12
     legacy = tmp_path / "legacy"
@@ -169,7 +175,7 @@ def test_resume_is_bit_exact(data, straight, tmp_path, capsys):
 
 def test_bfloat16_training_learns_and_keeps_float32_parameters(data, straight, tmp_path):
     # the straight run again with the encoder and decoder computing in bfloat16 (mixed precision)
-    out, _ = straight
+    out = straight[0]
     mixed = tmp_path / "mixed"
     train(tiny_config(data, **STRAIGHT, compute_dtype="bfloat16"), mixed, progress=False)
     assert 'compute_dtype = "bfloat16"' in (mixed / "config.txt").read_text()
@@ -187,7 +193,7 @@ def test_flags_of_a_run_rebuild_its_settings(data, straight):
     # benchmarks.vqvae_floor --like trains with these: every setting of the run, later flags override
     from models.train_vqvae import build_parser, flags_of_run
 
-    out, _ = straight
+    out = straight[0]
     text = (out / "config.txt").read_text()
 
     def settings(flags):
@@ -491,27 +497,38 @@ def straight_plain(data, tmp_path_factory):
     return train(tiny_config(data, **STRAIGHT, prefix_weight=0.0), out, progress=False)
 
 
-def test_two_processes_under_jax_distributed_train_like_one(data, straight_plain, tmp_path, two_processes):
+def test_two_processes_under_jax_distributed_train_like_one_and_stop_together_on_sigterm(
+    data, straight_plain, tmp_path, sigterm_process_0_of_two
+):
     # 2 processes x 2 simulated CPU devices joined by jax.distributed through the CLI's explicit coordinator flags:
-    # each process reads its rows of every batch, process 0 writes; the losses are those of one device for all 24
-    # steps. Without the prefix loss: with it (weight 0.25) the runs part (relative loss difference 1e-5 at step 4,
-    # 1e-2 at step 8, as from a near-tied code chosen differently under the sharded reductions' float order); the
-    # prefix draws under sharding are covered by the 4-device test above.
+    # each process reads its rows of every batch, process 0 writes; the losses are those of one device at every
+    # logged step. SIGTERM to process 0 alone once the step-5 checkpoint is written: process 1 stops with it (the
+    # decision is broadcast at the --log_every steps, here every 2nd), both exit 143 at the same logged step, and the
+    # checkpoint is of that step. Without the prefix loss: with it (weight 0.25) the runs part (relative loss
+    # difference 1e-5 at step 4, 1e-2 at step 8, as from a near-tied code chosen differently under the sharded
+    # reductions' float order); the prefix draws under sharding are covered by the 4-device test above.
     out = tmp_path / "multi"
-    flags = ["--log_every", "1", "--checkpoint_every", "5", "--lr", "0.003", "--warmup_steps", "3"]
-    flags += ["--restart_every", "5", "--codebook_size", "96", "--prefix_weight", "0"]
+    flags = ["--log_every", "2", "--checkpoint_every", "5", "--lr", "0.003", "--warmup_steps", "3"]
+    flags += ["--restart_every", "5", "--codebook_size", "96", "--prefix_weight", "0", "--no_progress"]
     args = [sys.executable, "-m", "models.train_vqvae", *argv(data, out, *flags, steps=24)]
-    res = two_processes(
-        lambda address, i: [*args, "--coordinator_address", address, "--num_processes", "2", "--process_id", str(i)]
-    )
-    assert [r[0] for r in res] == [0, 0], [r[2][-2000:] for r in res]
-    # process 0 writes and reports the folder (gloo may print its own lines to stdout)
-    assert res[0][1].strip().splitlines()[-1] == str(out) and str(out) not in res[1][1]
-    one, two = records(straight_plain), records(out)
-    assert [r["step"] for r in two] == list(range(1, 25))
-    for a, b in zip(one, two, strict=True):  # every step, dead-code restarts at 10, 15, 20 included
+
+    def first_checkpoint_written(procs):  # at step 5; 19 steps remain
+        deadline = time.time() + 180
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            if (out / "checkpoint.json").exists():
+                return
+            time.sleep(0.01)
+
+    last = sigterm_process_0_of_two(args, first_checkpoint_written)
+    assert "stopped by SIGTERM at step" in last[0] and last[0] == last[1], last
+    step = json.loads((out / "checkpoint.json").read_text())["step"]
+    assert step % 2 == 0 and 6 <= step < 24 and f"at step {step} of 24" in last[0], (step, last)
+    one, two = {r["step"]: r for r in records(straight_plain)}, records(out)
+    assert [r["step"] for r in two] == list(range(2, step + 1, 2))
+    for b in two:  # every logged step, the dead-code restart at 5 (and any at 10, 15, ...) included
+        a = one[b["step"]]
         np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
-        assert a["usage"] == b["usage"] and a["restarted"] == b["restarted"]
+        assert a["usage"] == b["usage"] and b["restarted"] == a["restarted"] + one[b["step"] - 1]["restarted"]
 
 
 @pytest.fixture(scope="module")
