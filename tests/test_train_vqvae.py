@@ -531,6 +531,12 @@ def test_two_processes_under_jax_distributed_train_like_one_and_stop_together_on
         assert a["usage"] == b["usage"] and b["restarted"] == a["restarted"] + one[b["step"] - 1]["restarted"]
 
 
+# Jitted once for the loss tests below: op by op, a first call of the tiny model compiles each of its hundreds of
+# operations separately (about 13 s against 5 s for the whole loss on this CPU).
+_loss = eqx.filter_jit(train_vqvae.loss_fn)
+_prefixes = eqx.filter_jit(lambda model, batch: jax.vmap(model.prefix_reconstructions)(batch))
+
+
 @pytest.fixture(scope="module")
 def fixed_batch(data):
     from dataloaders import BatchLoader, GustDataset, compute_stats
@@ -545,23 +551,23 @@ def test_prefix_loss_is_the_mse_of_a_random_coarse_prefix_decoded(data, fixed_ba
     import jax.numpy as jnp
 
     from models.models import make_model
-    from models.train_vqvae import loss_fn, model_config
+    from models.train_vqvae import model_config
 
     model = make_model(model_config(tiny_config(data), 16, 16, "periodic", "periodic"), jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(7)
-    base, m0 = loss_fn(model, fixed_batch, 0.0)
-    total, m1 = loss_fn(model, fixed_batch, 0.0, 0.5, key)
+    base, m0 = _loss(model, fixed_batch, 0.0)
+    total, m1 = _loss(model, fixed_batch, 0.0, 0.5, key)
     assert "prefix_mse" not in m0
     # by hand: sample b decodes its first k_b + 1 of the K = 4 scales, k_b drawn from {0, 1, 2} with the same key
     k = np.asarray(jax.random.randint(key, (8,), 0, 3))
     assert len(set(k)) > 1 and k.max() < 3
-    prefixes = jax.vmap(model.prefix_reconstructions)(fixed_batch)  # K arrays (B, C, H, W)
+    prefixes = _prefixes(model, fixed_batch)  # K arrays (B, C, H, W)
     chosen = jnp.stack([prefixes[kb][b] for b, kb in enumerate(k)])
     expected = float(jnp.mean((chosen - fixed_batch) ** 2))
     assert float(m1["prefix_mse"]) == pytest.approx(expected, rel=1e-5)
     assert float(total) == pytest.approx(float(base) + 0.5 * expected, rel=1e-5)
     with pytest.raises(ValueError, match="needs a PRNG key"):
-        loss_fn(model, fixed_batch, 0.0, 0.5)
+        _loss(model, fixed_batch, 0.0, 0.5)
 
 
 def test_prefix_every_decodes_the_prefixes_of_every_nth_sample(data, fixed_batch):
@@ -569,14 +575,14 @@ def test_prefix_every_decodes_the_prefixes_of_every_nth_sample(data, fixed_batch
     import jax.numpy as jnp
 
     from models.models import make_model
-    from models.train_vqvae import loss_fn, model_config
+    from models.train_vqvae import model_config
 
     model = make_model(model_config(tiny_config(data), 16, 16, "periodic", "periodic"), jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(7)
-    prefixes = jax.vmap(model.prefix_reconstructions)(fixed_batch)  # K arrays (B, C, H, W), B = 8
-    full = loss_fn(model, fixed_batch, 0.0, 0.5, key)[1]
+    prefixes = _prefixes(model, fixed_batch)  # K arrays (B, C, H, W), B = 8
+    full = _loss(model, fixed_batch, 0.0, 0.5, key)[1]
     for every, rows in ((3, [0, 3, 6]), (8, [0])):
-        total, m = loss_fn(model, fixed_batch, 0.0, 0.5, key, prefix_every=every)
+        total, m = _loss(model, fixed_batch, 0.0, 0.5, key, prefix_every=every)
         # by hand: samples 0, n, 2n, ... decode their first k + 1 scales, one draw per decoded sample from the key
         k = np.asarray(jax.random.randint(key, (len(rows),), 0, 3))
         chosen = jnp.stack([prefixes[kb][b] for b, kb in zip(rows, k, strict=True)])
@@ -588,7 +594,7 @@ def test_prefix_every_decodes_the_prefixes_of_every_nth_sample(data, fixed_batch
             float(full["loss"]) + 0.5 * (expected - float(full["prefix_mse"])), rel=1e-5
         )
     # 1 is every sample: the same draws and loss as without the argument
-    assert float(loss_fn(model, fixed_batch, 0.0, 0.5, key, prefix_every=1)[0]) == float(full["loss"])
+    assert float(_loss(model, fixed_batch, 0.0, 0.5, key, prefix_every=1)[0]) == float(full["loss"])
 
 
 def test_prefix_loss_makes_the_error_fall_with_every_scale(data, fixed_batch):
