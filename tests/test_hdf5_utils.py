@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -741,6 +742,29 @@ def test_sigkill_leaves_valid_resumable_file(tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # provenance and CLI
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_code_version_is_dirty_for_a_changed_tracked_file_not_for_an_untracked_output(tmp_path):
+    # outputs written inside the checkout (the README's e2e/ folder) used to mark every later file "-dirty"
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    commit = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True)
+    (tmp_path / "e2e").mkdir()
+    (tmp_path / "e2e" / "model.eqx").write_bytes(b"output")
+    assert hu.git_code_version(tmp_path) == commit.stdout.strip()
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert hu.git_code_version(tmp_path) == commit.stdout.strip() + "-dirty"
+    assert hu.git_code_version(tmp_path / "e2e") == commit.stdout.strip() + "-dirty"  # from a subfolder
+
+
+def test_code_version_outside_a_checkout_is_unknown(tmp_path):
+    assert hu.git_code_version(tmp_path) == "unknown"
 
 
 def test_provenance():

@@ -1310,15 +1310,19 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
+def git_code_version(where: Path) -> str:
+    """The git commit of the checkout holding ``where``, ``-dirty`` when a tracked file differs from it (untracked
+    files, such as outputs written inside the checkout, do not count); ``unknown`` outside a git checkout."""
+    commit = _git(["rev-parse", "HEAD"], where)
+    if commit is None:
+        return "unknown"
+    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+    return commit.strip() + ("-dirty" if status is None or status.strip() else "")
+
+
 def provenance(argv: list[str] | None = None) -> dict[str, str]:
     """code_version, library_versions (JSON), jax_backend, command_line, created (UTC ISO-8601)."""
-    here = Path(__file__).resolve().parent
-    commit = _git(["rev-parse", "HEAD"], here)
-    if commit is None:
-        code_version = "unknown"
-    else:
-        status = _git(["status", "--porcelain"], here)
-        code_version = commit.strip() + ("-dirty" if status is None or status.strip() else "")
+    code_version = git_code_version(Path(__file__).resolve().parent)
 
     versions = {"python": platform.python_version(), "hdf5": h5py.version.hdf5_version}
     for package in ("numpy", "h5py", "jax", "jaxlib", "equinox", "optax"):
