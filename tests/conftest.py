@@ -4,7 +4,9 @@ global flag, so float32 code paths are exercised as users get them.
 The suite shares one JAX persistent compilation cache, a temporary folder removed when pytest exits (unless
 ``JAX_COMPILATION_CACHE_DIR`` is already set): many tests build the same jitted programs again (new closures of the
 same train step, CLI subprocesses of the same tiny configs), and a cache hit skips XLA's compile. It is set in
-``os.environ`` before JAX is imported so that the subprocesses the tests start inherit it.
+``os.environ`` before JAX is imported so that the subprocesses the tests start, and
+pytest-xdist's workers (started by the controlling process after it has read this file), inherit it: one cache,
+removed once, by the controller.
 """
 
 import atexit

@@ -50,6 +50,8 @@ OTHER_TOOLS = {
     "--no",
     "--xla_cpu_multi_thread_eigen",
     "--change",
+    "--dist",
+    "--pdb",
 }
 
 
