@@ -51,6 +51,7 @@ OTHER_TOOLS = {
     "--xla_cpu_multi_thread_eigen",
     "--change",
     "--dist",
+    "--maxprocesses",
     "--pdb",
 }
 
